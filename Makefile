@@ -1,0 +1,172 @@
+# sbx: sandboxed CI executor.
+#
+#   make              build sbx and the plugins into build/
+#   make check        install missing build dependencies (as root), build, run every test
+#   make demo         install missing dependencies (as root), build, run a GitLab-shaped job
+#   make bench        run the benchmarks and write docs/benchmarks.md
+#   make install      install under $(DESTDIR)$(PREFIX)
+#   make SANITIZE=address,undefined check   the same suite under ASan and UBSan
+
+VERSION := 0.1.0
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+DESTDIR ?=
+
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+BUILD ?= build
+SANITIZE ?=
+
+WARNINGS := -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes \
+	-Wpointer-arith -Wcast-align -Wwrite-strings -Wundef -Wvla -Wno-unused-parameter \
+	-Wimplicit-fallthrough -Wnull-dereference
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=gnu11 -fPIC -fvisibility=hidden $(WARNINGS) -D_GNU_SOURCE \
+	-Iplugin/include -Iplugin/common \
+	-DSBX_VERSION='"$(VERSION)"' -DSBX_SYSCONFDIR='"$(SYSCONFDIR)"' \
+	-DSBX_PLUGIN_DIR='"$(LIBDIR)/sbx"'
+ifneq ($(SANITIZE),)
+override CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+override LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+ifeq ($(WERROR),1)
+override CFLAGS += -Werror
+endif
+
+pkg_cflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
+pkg_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
+
+COMMON_PKGS := json-c yaml-0.1
+LOCAL_PKGS := $(COMMON_PKGS) libseccomp
+K8S_PKGS := $(COMMON_PKGS) libcurl libwebsockets openssl
+CHECK_PKGS := check
+
+COMMON_SRC := $(wildcard plugin/common/*.c)
+LOCAL_SRC := $(wildcard plugin/local/*.c)
+K8S_SRC := $(wildcard plugin/agent-sandbox/*.c plugin/agent-sandbox/k8s/*.c)
+SHIM_SRC := $(wildcard shim/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+LOCAL_OBJ := $(call obj,$(LOCAL_SRC))
+K8S_OBJ := $(call obj,$(K8S_SRC))
+SHIM_OBJ := $(call obj,$(SHIM_SRC))
+
+SBX := $(BUILD)/sbx
+LOCAL_PLUGIN := $(BUILD)/sbx-local.so
+K8S_PLUGIN := $(if $(K8S_SRC),$(BUILD)/sbx-agent-sandbox.so)
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps check check-unit check-integration demo bench install uninstall clean \
+	valgrind-unit
+
+all: $(SBX) $(LOCAL_PLUGIN) $(K8S_PLUGIN)
+
+# Dependencies of every object: the public header and the shared internal headers.
+HEADERS := $(wildcard plugin/include/sbx/*.h plugin/common/*.h plugin/local/*.h \
+	plugin/agent-sandbox/*.h plugin/agent-sandbox/k8s/*.h shim/*.h tests/unit/*.h)
+
+$(BUILD)/obj/plugin/common/%.o: plugin/common/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(call pkg_cflags,$(COMMON_PKGS)) -c -o $@ $<
+
+$(BUILD)/obj/plugin/local/%.o: plugin/local/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(call pkg_cflags,$(LOCAL_PKGS)) -c -o $@ $<
+
+$(BUILD)/obj/plugin/agent-sandbox/%.o: plugin/agent-sandbox/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(call pkg_cflags,$(K8S_PKGS)) -c -o $@ $<
+
+$(BUILD)/obj/shim/%.o: shim/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(call pkg_cflags,$(COMMON_PKGS)) -c -o $@ $<
+
+$(BUILD)/obj/tests/%.o: tests/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iplugin/local -Iplugin/agent-sandbox -Ishim \
+		$(call pkg_cflags,$(LOCAL_PKGS) $(CHECK_PKGS)) -c -o $@ $<
+
+$(BUILD)/libsbxcommon.a: $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libsbxlocal.a: $(LOCAL_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libsbxk8s.a: $(K8S_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# The local plugin links no network or TLS library: only json-c, libyaml and libseccomp.
+$(LOCAL_PLUGIN): $(LOCAL_OBJ) $(BUILD)/libsbxcommon.a
+	$(CC) -shared -Wl,-z,defs -Wl,--as-needed -o $@ $(LOCAL_OBJ) $(BUILD)/libsbxcommon.a \
+		$(LDFLAGS) $(call pkg_libs,$(LOCAL_PKGS)) -lpthread
+
+$(BUILD)/sbx-agent-sandbox.so: $(K8S_OBJ) $(BUILD)/libsbxcommon.a
+	$(CC) -shared -Wl,-z,defs -Wl,--as-needed -o $@ $(K8S_OBJ) $(BUILD)/libsbxcommon.a \
+		$(LDFLAGS) $(call pkg_libs,$(K8S_PKGS)) -lpthread
+
+$(SBX): $(SHIM_OBJ) $(BUILD)/libsbxcommon.a
+	$(CC) -o $@ $(SHIM_OBJ) $(BUILD)/libsbxcommon.a $(LDFLAGS) \
+		$(call pkg_libs,$(COMMON_PKGS)) -ldl
+
+# Each unit test links the shared code, the local backend's modules and Check.
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libsbxlocal.a $(BUILD)/libsbxcommon.a \
+		$(if $(K8S_SRC),$(BUILD)/libsbxk8s.a)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $< $(BUILD)/libsbxlocal.a $(if $(K8S_SRC),$(BUILD)/libsbxk8s.a) \
+		$(BUILD)/libsbxcommon.a $(LDFLAGS) \
+		$(call pkg_libs,$(LOCAL_PKGS) $(if $(K8S_SRC),$(K8S_PKGS)) $(CHECK_PKGS)) \
+		-lpthread -ldl
+
+deps:
+	@packaging/install-build-deps.sh
+
+check: deps
+	@$(MAKE) --no-print-directory all unit-tests
+	@tests/run-tests.sh $(BUILD)
+
+unit-tests: $(UNIT_TESTS)
+
+check-unit: all unit-tests
+	@tests/run-tests.sh --unit-only $(BUILD)
+
+valgrind-unit: all unit-tests
+	@tests/run-tests.sh --unit-only --valgrind $(BUILD)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tests/demo/run-demo.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@tests/bench/run-bench.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/sbx $(DESTDIR)$(INCLUDEDIR)/sbx \
+		$(DESTDIR)$(SYSCONFDIR)/sbx
+	install -m 0755 $(SBX) $(DESTDIR)$(BINDIR)/sbx
+	install -m 0644 $(LOCAL_PLUGIN) $(DESTDIR)$(LIBDIR)/sbx/sbx-local.so
+	$(if $(K8S_PLUGIN),install -m 0644 $(K8S_PLUGIN) $(DESTDIR)$(LIBDIR)/sbx/)
+	install -m 0644 plugin/include/sbx/executor.h $(DESTDIR)$(INCLUDEDIR)/sbx/executor.h
+	install -m 0644 config-examples/config.yaml $(DESTDIR)$(SYSCONFDIR)/sbx/config.yaml.example
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sbx $(DESTDIR)$(LIBDIR)/sbx/sbx-local.so \
+		$(DESTDIR)$(LIBDIR)/sbx/sbx-agent-sandbox.so \
+		$(DESTDIR)$(INCLUDEDIR)/sbx/executor.h \
+		$(DESTDIR)$(SYSCONFDIR)/sbx/config.yaml.example
+	-rmdir $(DESTDIR)$(LIBDIR)/sbx $(DESTDIR)$(INCLUDEDIR)/sbx $(DESTDIR)$(SYSCONFDIR)/sbx
+
+clean:
+	rm -rf $(BUILD)

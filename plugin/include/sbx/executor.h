@@ -112,6 +112,9 @@ struct sbx_job_spec {
 	int64_t timeout_seconds;
 	/* URL of the CI server; its host is allowed for runner stages unless configured off. */
 	const char *ci_server_url;
+	/* Allow-list entries added to both network profiles of this sandbox, NULL-terminated;
+	 * may be NULL. */
+	const char *const *extra_allow;
 };
 
 enum sbx_network_profile {

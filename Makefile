@@ -65,8 +65,7 @@ LOCAL_PLUGIN := $(BUILD)/sbx-local.so
 K8S_PLUGIN := $(if $(K8S_SRC),$(BUILD)/sbx-agent-sandbox.so)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps check check-unit check-integration demo bench install uninstall clean \
-	valgrind-unit
+.PHONY: all deps check check-unit unit-tests demo bench install uninstall clean valgrind-unit
 
 all: $(SBX) $(LOCAL_PLUGIN) $(K8S_PLUGIN)
 
@@ -132,9 +131,26 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libsbxlocal.a $(BUILD)/li
 deps:
 	@packaging/install-build-deps.sh
 
+# The whole suite, then again under ASan and UBSan, then the unit tests under valgrind.
+# CHECK_SANITIZE=0 or CHECK_VALGRIND=0 skip those passes while developing.
+CHECK_SANITIZE ?= 1
+CHECK_VALGRIND ?= 1
+SANITIZE_BUILD := $(BUILD)/sanitize
+
 check: deps
 	@$(MAKE) --no-print-directory all unit-tests
 	@tests/run-tests.sh $(BUILD)
+ifeq ($(CHECK_SANITIZE),1)
+	@echo "== the suite again under AddressSanitizer and UndefinedBehaviorSanitizer"
+	@$(MAKE) --no-print-directory BUILD=$(SANITIZE_BUILD) SANITIZE=address,undefined \
+		all unit-tests
+	@ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		tests/run-tests.sh $(SANITIZE_BUILD)
+endif
+ifeq ($(CHECK_VALGRIND),1)
+	@echo "== the unit tests under valgrind"
+	@tests/run-tests.sh --unit-only --valgrind $(BUILD)
+endif
 
 unit-tests: $(UNIT_TESTS)
 

@@ -40,6 +40,13 @@ int sbx_allow_entry_parse(const char *text, struct sbx_allow_entry *entry,
 int sbx_allowlist_add(struct sbx_allowlist *list, const char *text, struct sbx_error *error);
 void sbx_allowlist_free(struct sbx_allowlist *list);
 
+/*
+ * Writes NAME in the form allow-list entries use (lower case, one trailing dot removed) to
+ * BUFFER of SIZE bytes. Fails with EINVAL for anything that is not a host name of a-z, 0-9, '-'
+ * and '.', including numeric forms such as "127.1" that resolvers read as IPv4 addresses.
+ */
+int sbx_allow_normalize_host(const char *name, char *buffer, size_t size);
+
 enum sbx_allow_verdict {
 	SBX_ALLOW_DENIED = 0,
 	/* The name matched an exact host entry: any resolved address may be used. */
@@ -59,10 +66,12 @@ enum sbx_allow_verdict sbx_allowlist_match_name(const struct sbx_allowlist *list
 
 /*
  * Decides whether a resolved ADDRESS may be connected to, given how the name was allowed.
- * Loopback, link-local, unspecified and multicast addresses are refused unless a CIDR entry
- * covers them; after a wildcard match, private ranges (RFC 1918, RFC 6598, fc00::/7) are refused
- * too unless a CIDR entry covers them. IPv4-mapped IPv6 addresses are judged as IPv4. On refusal
- * REASON (if not NULL) gets a short ASCII reason.
+ * Loopback, link-local, unspecified, multicast, broadcast and reserved addresses are refused
+ * unless a CIDR entry covers them; after a wildcard match, private ranges (RFC 1918, RFC 6598,
+ * fc00::/7) are refused too unless a CIDR entry covers them. IPv4-mapped and NAT64 (64:ff9b::/96)
+ * IPv6 addresses are judged as the IPv4 address they carry. Returns 1 when the address is
+ * permitted and 0 when not; on refusal REASON (if not NULL) gets a short ASCII reason such as
+ * "loopback" or "private".
  */
 int sbx_allowlist_address_permitted(const struct sbx_allowlist *list,
 				    enum sbx_allow_verdict verdict,

@@ -128,6 +128,21 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libsbxlocal.a $(BUILD)/li
 		$(call pkg_libs,$(LOCAL_PKGS) $(if $(K8S_SRC),$(K8S_PKGS)) $(CHECK_PKGS)) \
 		-lpthread -ldl
 
+# Stand-in plugins for the shim's tests. Each is named sbx-local.so in its own directory, so
+# --plugin-dir or $$SBX_PLUGIN_DIR selects it.
+TEST_PLUGINS := $(BUILD)/test-plugins/fake/sbx-local.so $(BUILD)/test-plugins/bad-abi/sbx-local.so \
+	$(BUILD)/test-plugins/no-entry/sbx-local.so
+
+$(BUILD)/test-plugins/fake/sbx-local.so: tests/plugins/fake_plugin.c $(HEADERS)
+$(BUILD)/test-plugins/bad-abi/sbx-local.so: tests/plugins/bad_abi_plugin.c $(HEADERS)
+$(BUILD)/test-plugins/no-entry/sbx-local.so: tests/plugins/no_entry_plugin.c $(HEADERS)
+$(TEST_PLUGINS):
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -Wl,-z,defs -o $@ $(filter %.c,$^) $(LDFLAGS)
+
+# test_abi loads the real local plugin.
+$(BUILD)/tests/test_abi: $(LOCAL_PLUGIN)
+
 deps:
 	@packaging/install-build-deps.sh
 
@@ -152,7 +167,7 @@ ifeq ($(CHECK_VALGRIND),1)
 	@tests/run-tests.sh --unit-only --valgrind $(BUILD)
 endif
 
-unit-tests: $(UNIT_TESTS)
+unit-tests: $(UNIT_TESTS) $(TEST_PLUGINS)
 
 check-unit: all unit-tests
 	@tests/run-tests.sh --unit-only $(BUILD)

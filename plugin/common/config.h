@@ -116,4 +116,11 @@ const char *sbx_config_default_path(const char *explicit_path);
  * caller frees the result. */
 char *sbx_config_state_dir(const struct sbx_config *config);
 
+/*
+ * Finds the local.images entry for IMAGE: an exact pattern first, else the longest prefix
+ * pattern (ending in '*') that IMAGE starts with. NULL when nothing matches.
+ */
+const struct sbx_image_map_entry *sbx_config_find_image(const struct sbx_config *config,
+							 const char *image);
+
 #endif /* SBX_CONFIG_H */

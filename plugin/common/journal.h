@@ -68,4 +68,11 @@ void sbx_journal_entry_clear(struct sbx_journal_entry *entry);
 /* Per-sandbox working directory <state_dir>/jobs/<id>, created 0700 on demand. */
 char *sbx_journal_job_dir(struct sbx_journal *journal, const char *id);
 
+/*
+ * Removes the lock file of ID and then releases LOCK_FD, which must hold that lock (destroy
+ * calls it last, so lock files do not pile up). A process waiting for the lock at that moment
+ * notices that the file it locked is gone and locks the new one instead.
+ */
+void sbx_journal_unlock_remove(struct sbx_journal *journal, const char *id, int lock_fd);
+
 #endif /* SBX_JOURNAL_H */

@@ -144,8 +144,8 @@ int sbx_run_in_child(sbx_child_fn fn, void *userdata, int cancel_fd, int64_t tim
 			}
 			wait_ms = left > 60000 ? 60000 : (int) left;
 		}
-		/* Without a pidfd, EOF on the result pipe tells that the child ended, unless a
-		 * grandchild inherited the write end; the slice bounds that wait. */
+		/* Without a pidfd, waitpid() in slices detects the child's end, because a
+		 * grandchild may have inherited the result pipe's write end and delay its EOF. */
 		if (pidfd >= 0)
 			fds[count++] = (struct pollfd) { .fd = pidfd, .events = POLLIN };
 		else if (wait_ms < 0 || wait_ms > CHILD_POLL_SLICE_MS)
@@ -188,7 +188,7 @@ int sbx_run_in_child(sbx_child_fn fn, void *userdata, int cancel_fd, int64_t tim
 
 	if (cancelled)
 		return sbx_error_set(error, SBX_ERROR_CANCELLED, "%s stopped by %s", what,
-				     strsignal(sbx_signals_received()));
+				     sbx_signal_name(sbx_signals_received()));
 	if (timed_out)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM, "%s timed out after %lld s", what,
 				     (long long) (timeout_ms / 1000));

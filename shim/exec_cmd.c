@@ -258,7 +258,7 @@ static int exec_in_sandbox(const struct sbx_cli *cli, struct exec_options *optio
 			     "prepare", &error) < 0) {
 		if (error.error_class == SBX_ERROR_CANCELLED) {
 			sbx_error_log("stopped by %s while preparing sandbox %s",
-				      strsignal(sbx_signals_received()), id);
+				      sbx_signal_name(sbx_signals_received()), id);
 			status = 128 + sbx_signals_received();
 		} else {
 			sbx_error_log("cannot prepare sandbox %s: %s", id, error.message);
@@ -266,7 +266,7 @@ static int exec_in_sandbox(const struct sbx_cli *cli, struct exec_options *optio
 	} else if (run_command(&plugin, id, options, &exit_status, &error) < 0) {
 		if (error.error_class == SBX_ERROR_CANCELLED) {
 			sbx_error_log("%s stopped the command in sandbox %s",
-				      strsignal(sbx_signals_received()), id);
+				      sbx_signal_name(sbx_signals_received()), id);
 			status = 128 + sbx_signals_received();
 		} else {
 			sbx_error_log("cannot run %s in sandbox %s: %s", options->command[0], id,

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * `sbx gc`: destroys sandboxes whose deadline has passed. The deadline is the job's creation
- * time plus its timeout plus a margin, so a sandbox whose job may still run is never touched;
- * that makes gc safe to start from a timer while jobs run.
+ * time plus its timeout plus a margin, so gc never touches a sandbox whose job may still run.
+ * That makes it safe to start from a timer while jobs run.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -25,7 +25,7 @@ static const char gc_usage[] =
 	"while jobs run.\n"
 	"\n"
 	"Options:\n"
-	"  --dry-run   only print what would be destroyed\n"
+	"  --dry-run   destroy nothing; print \"expired\" for each sandbox gc would destroy\n"
 	"  --help      print this help\n";
 
 struct gc_sandbox {

@@ -2,10 +2,11 @@
 /*
  * The GitLab Runner custom executor front-end: `sbx gitlab config|prepare|run|cleanup`.
  *
- * The runner knows three exit codes: 0, BUILD_FAILURE_EXIT_CODE (the job failed; the runner
- * then reads the step's status from BUILD_EXIT_CODE_FILE) and SYSTEM_FAILURE_EXIT_CODE (sbx or
- * the sandbox failed; prepare is retried). Any other code, or death by a signal, is an "unknown
- * Custom executor executable exit code", so every path here ends in one of the three.
+ * The runner accepts three exit codes: 0, BUILD_FAILURE_EXIT_CODE and SYSTEM_FAILURE_EXIT_CODE.
+ * After a build failure it reads the step's status from BUILD_EXIT_CODE_FILE. After a system
+ * failure (sbx or the sandbox failed) it retries prepare. Any other code, or death by a signal,
+ * is an "unknown Custom executor executable exit code", so every path here ends in one of the
+ * three.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -182,7 +183,7 @@ static int gitlab_config(const struct sbx_cli *cli, const struct gitlab_codes *c
 		sbx_error_log("cannot build the configuration JSON");
 	} else if (sbx_signals_received() != 0) {
 		/* An exit 0 after SIGTERM (config_exec_timeout) would count as a success. */
-		sbx_error_log("stopped by %s", strsignal(sbx_signals_received()));
+		sbx_error_log("stopped by %s", sbx_signal_name(sbx_signals_received()));
 	} else if (printf("%s\n", json) < 0 || fflush(stdout) != 0) {
 		sbx_error_log("cannot write the configuration JSON to stdout: %s", strerror(errno));
 	} else {
@@ -250,7 +251,7 @@ static int describe_entry(void *userdata, const struct sbx_sandbox_info *info)
 	return 1;
 }
 
-/* Prints the deadline of the new sandbox, which tells when `sbx gc` may reclaim it. */
+/* Prints the deadline of the new sandbox, after which `sbx gc` may reclaim it. */
 static void print_sandbox_details(const struct sbx_plugin *plugin, const char *id)
 {
 	struct sbx_executor *executor = NULL;
@@ -340,7 +341,7 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 		if (error.error_class == SBX_ERROR_CANCELLED) {
 			sbx_error_log("prepare of sandbox %s stopped by %s; cleanup removes what was "
 				      "created",
-				      id, strsignal(sbx_signals_received()));
+				      id, sbx_signal_name(sbx_signals_received()));
 		} else {
 			sbx_error_log("prepare of sandbox %s failed: %s", id, error.message);
 			/* A build error is the job's own fault (e.g. a refused image): a retry
@@ -357,7 +358,7 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 
 	if (sbx_signals_received() != 0) {
 		sbx_error_log("stopped by %s after prepare; cleanup removes sandbox %s",
-			      strsignal(sbx_signals_received()), id);
+			      sbx_signal_name(sbx_signals_received()), id);
 		goto out;
 	}
 	if (ferror(stdout))
@@ -461,10 +462,10 @@ static int gitlab_run(const struct sbx_cli *cli, const struct gitlab_codes *code
 	if (plugin.ops->exec(executor, &spec, &exit_status, &error) < 0) {
 		if (error.error_class == SBX_ERROR_CANCELLED) {
 			sbx_error_log("stage %s stopped by %s; sandbox %s stays for the next stages",
-				      stage, strsignal(sbx_signals_received()), id);
+				      stage, sbx_signal_name(sbx_signals_received()), id);
 		} else if (error.error_class == SBX_ERROR_BUILD) {
-			/* The step failed in a way that has no exit code (the plugin says how);
-			 * the runner reports exit code 1 when the file is absent. */
+			/* The step failed in a way that has no exit code, and the message names
+			 * it. Without the file, the runner reports exit code 1. */
 			sbx_error_log("stage %s failed: %s", stage, error.message);
 			status = codes->build_failure;
 		} else {

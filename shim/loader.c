@@ -56,7 +56,8 @@ static int file_exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-/* The directory of the running sbx binary, when it holds FILE_NAME (a build tree). */
+/* Returns the directory of the running sbx binary when it contains FILE_NAME (a build
+ * tree), else NULL. */
 static char *exe_dir_with(const char *file_name)
 {
 	char exe[PATH_MAX];
@@ -118,7 +119,7 @@ static int check_ops(const char *path, const struct sbx_executor_ops *ops,
 	return 0;
 }
 
-/* Picks the plugin path and says where it came from, for the "not found" message. */
+/* Picks the plugin path. FIX and SETTING name where it came from, for the error messages. */
 static int choose_plugin_path(const struct sbx_cli *cli, const struct sbx_config *config,
 			      const char *file_name, char **path, char **fix,
 			      const char **setting, struct sbx_error *error)

@@ -26,9 +26,9 @@ int sbx_shim_load_config(const struct sbx_cli *cli, struct sbx_config **config,
 const char *sbx_shim_config_display_path(const struct sbx_config *config);
 
 /*
- * Finds sbx-<backend>.so (--plugin-dir, $SBX_PLUGIN_DIR, plugin_dir in the configuration, the
- * directory of the sbx binary when it holds the plugin, the installed plugin directory), loads
- * it and checks its ABI version and operations table.
+ * Finds sbx-<backend>.so (--plugin-dir, $SBX_PLUGIN_DIR, plugin_dir in the configuration,
+ * the directory of the sbx binary when it contains the plugin, the installed plugin
+ * directory), loads it and checks its ABI version and operations table.
  */
 int sbx_plugin_load(const struct sbx_cli *cli, const struct sbx_config *config,
 		    struct sbx_plugin *plugin, struct sbx_error *error);

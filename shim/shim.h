@@ -37,6 +37,8 @@ int sbx_signals_install(struct sbx_error *error);
 int sbx_signals_cancel_fd(void);
 /* The first SIGTERM or SIGINT received, or 0. */
 int sbx_signals_received(void);
+/* "SIGTERM" or "SIGINT" for messages. */
+const char *sbx_signal_name(int signo);
 /* Restores the default SIGTERM and SIGINT actions in a forked child. */
 void sbx_signals_reset_in_child(void);
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * SIGTERM and SIGINT become a readable descriptor (a self-pipe), which the plugin watches as
- * the exec spec's cancel_fd. The handlers are replaced by the default action in every program
- * the plugin starts, because execve() resets caught signals; an ignored signal would stay
- * ignored, which is why SIGPIPE gets an empty handler rather than SIG_IGN.
+ * the exec spec's cancel_fd. Every program the plugin starts gets the default actions back,
+ * because execve() resets caught signals. An ignored signal would stay ignored, so SIGPIPE
+ * gets an empty handler rather than SIG_IGN.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +23,7 @@ static void on_cancel_signal(int signo)
 
 	if (first_signal == 0)
 		first_signal = signo;
-	/* The pipe is non-blocking: once it holds a byte, further signals change nothing. */
+	/* The pipe is non-blocking: once it contains a byte, further signals add nothing. */
 	if (write(cancel_pipe[1], "x", 1) < 0) {
 		/* EAGAIN: the pipe is already readable. */
 	}
@@ -71,4 +71,17 @@ void sbx_signals_reset_in_child(void)
 {
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
+}
+
+const char *sbx_signal_name(int signo)
+{
+	switch (signo) {
+	case SIGTERM:
+		return "SIGTERM";
+	case SIGINT:
+		return "SIGINT";
+	case 0:
+		return "a signal";
+	}
+	return strsignal(signo);
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A plugin of a future ABI version 2, for testing how sbx reports a version mismatch. With
- * SBX_FAKE_BAD_ABI_MODE=table its entry accepts any version and returns a table that says
- * version 2; otherwise it refuses every version but 2, as a well-behaved plugin would.
+ * SBX_FAKE_BAD_ABI_MODE=table its entry accepts any version and returns a table of
+ * version 2. Otherwise it rejects every version but 2, as a well-behaved plugin would.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -73,4 +73,8 @@ int sbx_cgroup_job_from_json(struct json_object *object, struct sbx_cgroup_job *
 			     struct sbx_error *error);
 void sbx_cgroup_job_clear(struct sbx_cgroup_job *job);
 
+/* For tests: when DISABLED is non-zero, kill the way kernels before 5.14 require (freeze,
+ * SIGKILL every process, thaw) even where cgroup.kill exists. */
+void sbx_cgroup_testing_disable_kill_file(int disabled);
+
 #endif /* SBX_LOCAL_CGROUP_H */

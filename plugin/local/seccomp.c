@@ -18,6 +18,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* libseccomp's header. plugin/local must stay off the include path of this file, or the
+ * module's own seccomp.h would be found here instead. */
 #include <seccomp.h>
 
 #include "cleanup.h"

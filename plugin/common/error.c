@@ -54,7 +54,9 @@ int sbx_error_prefix(struct sbx_error *error, const char *format, ...)
 	va_end(args);
 	memcpy(old, error->message, sizeof(old));
 	old[sizeof(old) - 1] = '\0';
-	snprintf(error->message, sizeof(error->message), "%s: %s", prefix, old);
+	/* A message too long for the buffer is cut; the prefix always survives. */
+	if (snprintf(error->message, sizeof(error->message), "%s: %s", prefix, old) < 0)
+		error->message[0] = '\0';
 	return -1;
 }
 

@@ -1,0 +1,319 @@
+"""Isolation of the local backend, seen from inside a job and from the host.
+
+Egress tests run sbx inside a client network namespace the test creates, joined by a veth pair
+to a server namespace with two HTTP servers, so the proxy's upstream connections can reach
+nothing but those servers (192.0.2.0/29, created and deleted by the test)."""
+
+import os
+import re
+import subprocess
+import time
+import unittest
+
+from harness import gitlab_runner
+from harness.support import SbxTestCase, TestNetwork
+
+ALLOWED = "192.0.2.2"
+REFUSED = "192.0.2.3"
+PORT = 8080
+
+
+def ready_marker(tag):
+    return "echo %s-$((6*7))-ready" % tag, ("%s-42-ready" % tag).encode()
+
+
+class EgressTest(SbxTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.network = TestNetwork().create()
+        self.addCleanup(self.network.destroy)
+        self.network.serve(ALLOWED, PORT, {"index.html": b"allowed-server-body\n"})
+        self.network.serve(REFUSED, PORT, {"index.html": b"refused-server-body\n"})
+        self.write_config(network={"allow_ci_server": False,
+                                   "user_allow": ["%s/32:%d" % (ALLOWED, PORT)],
+                                   "runner_allow": ["%s/32:%d" % (ALLOWED, PORT)]})
+        self.settings.wrapper = self.network.client_wrapper()
+
+    def test_servers_reachable_without_sandbox(self):
+        # Both servers answer a direct request from the client namespace, so a refusal
+        # inside the sandbox comes from sbx and not from the test network.
+        self.assertEqual(self.network.fetch_from_client("http://%s:%d/" % (ALLOWED, PORT)),
+                         b"allowed-server-body\n")
+        self.assertEqual(self.network.fetch_from_client("http://%s:%d/" % (REFUSED, PORT)),
+                         b"refused-server-body\n")
+
+    def test_allowed_and_refused_destinations(self):
+        attempt = self.prepared(self.new_job())
+        self.run_ok(attempt, "get_sources", ["true"], body=attempt.get_sources_body())
+        record = attempt.run_stage("build_script", commands=[
+            "env | grep -i '^https\\?_proxy=' | sort",
+            "curl -sS -m 10 http://%s:%d/" % (ALLOWED, PORT),
+            "curl -sS -m 10 -o /dev/null -w 'plain-refused-%%{http_code}\\n' http://%s:%d/ "
+            "|| true" % (REFUSED, PORT),
+            "curl -sS -m 10 -p -o /dev/null http://%s:%d/ 2>&1 | sed 's/^/tunnel: /' || true"
+            % (REFUSED, PORT),
+            "curl -sS -m 5 --noproxy '*' http://%s:%d/ && echo direct-worked "
+            "|| echo direct-failed-$?" % (ALLOWED, PORT),
+        ])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        stdout = bytes(record.stdout)
+        log = bytes(record.output)
+        self.assertIn(b"allowed-server-body\n", stdout)
+        self.assertNotIn(b"refused-server-body", stdout)
+        self.assertIn(b"plain-refused-403\n", stdout)
+        self.assertRegex(stdout, rb"tunnel: curl: \(56\).*403")
+        self.assertIn(b"direct-failed-", stdout)
+        self.assertNotIn(b"direct-worked", stdout)
+        self.assertRegex(stdout, rb"(?m)^http_proxy=http://127\.0\.0\.1:\d+$")
+        self.assertRegex(stdout, rb"(?m)^HTTPS_PROXY=http://127\.0\.0\.1:\d+$")
+        # The refusal is explained in the job log, naming the destination.
+        refusal_lines = [line for line in log.split(b"\n")
+                         if REFUSED.encode() in line and b"curl" not in line
+                         and b"tunnel" not in line and b"plain-refused" not in line]
+        self.assertTrue(refusal_lines, "no refusal line naming %s in the job log:\n%s"
+                        % (REFUSED, log.decode(errors="replace")))
+        attempt.cleanup()
+
+    def test_runner_and_user_profiles(self):
+        # Only the user list names the refused server's port 8080 on .3; runner stages must not
+        # get it.
+        self.write_config(network={"allow_ci_server": False,
+                                   "runner_allow": ["%s/32:%d" % (ALLOWED, PORT)],
+                                   "user_allow": ["%s/32:%d" % (REFUSED, PORT)]})
+        attempt = self.prepared(self.new_job())
+        self.run_ok(attempt, "get_sources", ["true"], body=attempt.get_sources_body())
+        probe = ["curl -sS -m 10 -o /dev/null -w 'code-%%{http_code}\\n' http://%s:%d/ || true"
+                 % (address, PORT) for address in (ALLOWED, REFUSED)]
+        runner_stage = attempt.run_stage("archive_cache", commands=probe)
+        user_stage = attempt.run_stage("build_script", commands=probe)
+        self.assertEqual(runner_stage.returncode, 0, self.describe([runner_stage]))
+        self.assertEqual(user_stage.returncode, 0, self.describe([user_stage]))
+        self.assertEqual(re.findall(rb"code-\d+", bytes(runner_stage.stdout)),
+                         [b"code-200", b"code-403"])
+        self.assertEqual(re.findall(rb"code-\d+", bytes(user_stage.stdout)),
+                         [b"code-403", b"code-200"])
+        attempt.cleanup()
+
+    def test_metadata_address_refused(self):
+        attempt = self.prepared(self.new_job())
+        self.run_ok(attempt, "get_sources", ["true"], body=attempt.get_sources_body())
+        record = attempt.run_stage("build_script", commands=[
+            "curl -sS -m 10 -D - -o /dev/null http://169.254.169.254/latest/meta-data/ "
+            "|| true",
+            "curl -sS -m 10 -o /dev/null https://169.254.169.254/ 2>&1 "
+            "| sed 's/^/tls: /' || true",
+        ])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        stdout = bytes(record.stdout)
+        self.assertRegex(stdout, rb"HTTP/1\.[01] 403")
+        self.assertIn(b"destination_ip_prohibited", stdout)
+        self.assertRegex(stdout, rb"tls: curl: \(56\).*403")
+        attempt.cleanup()
+
+
+class SandboxIsolationTest(SbxTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.attempt = self.prepared(self.new_job())
+        self.run_ok(self.attempt, "get_sources", ["true"],
+                    body=self.attempt.get_sources_body())
+        self.addCleanup(self.attempt.cleanup)
+
+    def run_user(self, commands):
+        record = self.attempt.run_stage("build_script", commands=commands)
+        return record, bytes(record.stdout)
+
+    def test_host_processes_invisible(self):
+        host_sleeper = subprocess.Popen(["sleep", "987.65"])
+        self.addCleanup(host_sleeper.wait)
+        self.addCleanup(host_sleeper.kill)
+        record, stdout = self.run_user([
+            "for f in /proc/[0-9]*/cmdline; do printf 'proc %s ' \"$f\"; tr '\\0' ' ' < $f; "
+            "echo; done 2>/dev/null", "echo count=$(ls -d /proc/[0-9]* | wc -l)",
+            "echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)"])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        self.assertNotIn(b"987.65", stdout)
+        count = int(re.search(rb"count=(\d+)", stdout).group(1))
+        self.assertLess(count, 15, stdout.decode(errors="replace"))
+        self.assertNotIn(b"systemd", re.search(rb"pid1=(.*)", stdout).group(1))
+
+    def test_host_files_read_only(self):
+        marker = "sbx-it-%d" % os.getpid()
+        record, stdout = self.run_user([
+            "for p in /etc/%s /usr/%s /var/lib/%s /opt/%s; do "
+            "if touch $p 2>/dev/null; then echo wrote-$p; else echo denied-$p; fi; done"
+            % (marker, marker, marker, marker)])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        for directory in ("/etc", "/usr", "/var/lib", "/opt"):
+            path = "%s/%s" % (directory, marker)
+            self.assertIn(("denied-%s\n" % path).encode(), stdout)
+            self.assertFalse(os.path.exists(path))
+
+    def test_masked_paths_empty(self):
+        paths = ["/root", "/run", self.state_dir]
+        if os.path.isdir("/home"):
+            paths.append("/home")
+        for path in ("/root", "/run"):
+            self.assertTrue(os.listdir(path), "precondition: host %s is not empty" % path)
+        self.assertTrue(os.listdir(self.state_dir))
+        record, stdout = self.run_user([
+            "for p in %s; do echo \"entries $p: $(ls -A $p 2>&1 | wc -l)\"; done"
+            % " ".join(paths)])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        for path in paths:
+            self.assertIn(("entries %s: 0\n" % path).encode(), stdout)
+
+    def test_other_job_and_runner_files_unreadable(self):
+        other = self.prepared(self.new_job())
+        self.addCleanup(other.cleanup)
+        self.run_ok(other, "get_sources", ["true"], body=other.get_sources_body())
+        self.run_ok(other, "build_script", ["echo other-secret > other-file"])
+        other_id = other.job_env["SBX_SANDBOX_ID"]
+        other_files = [p for p in _walk(self.job_dir(other_id)) if p.endswith("/other-file")]
+        self.assertEqual(len(other_files), 1, "precondition: the other job's file on the host")
+        targets = [other_files[0], self.attempt.response_file, other.response_file]
+        record, stdout = self.run_user([
+            "for p in %s; do if cat $p >/dev/null 2>&1; then echo read-$p; "
+            "else echo unreadable-$p; fi; done" % " ".join(targets)])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        for target in targets:
+            self.assertIn(("unreadable-%s\n" % target).encode(), stdout)
+        self.assertNotIn(self.attempt.job.token.encode(), stdout)
+
+    def test_no_capabilities(self):
+        record, stdout = self.run_user(["grep '^Cap' /proc/self/status",
+                                        "echo inside-uid=$(id -u)"])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        self.assertIn(b"CapEff:\t0000000000000000\n", stdout)
+        self.assertIn(b"CapPrm:\t0000000000000000\n", stdout)
+        self.assertIn(b"CapAmb:\t0000000000000000\n", stdout)
+        self.assertRegex(stdout, rb"inside-uid=[1-9]\d*\n")
+
+    def test_seccomp_denials(self):
+        record, stdout = self.run_user([
+            "unshare -U true 2>&1 && echo unshare-worked || echo unshare-failed",
+            "mkdir -p /tmp/mnt",
+            "mount -t tmpfs none /tmp/mnt 2>&1 && echo mount-worked || echo mount-failed",
+            "/usr/bin/python3 -c 'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+            "r = libc.unshare(0x10000000); print(\"unshare-errno\", ctypes.get_errno() if r "
+            "else 0)'"])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        self.assertIn(b"unshare-failed\n", stdout)
+        self.assertNotIn(b"unshare-worked", stdout)
+        self.assertIn(b"mount-failed\n", stdout)
+        self.assertIn(b"unshare-errno 1\n", stdout)  # EPERM
+
+    def test_ptrace_works(self):
+        # PTRACE_ATTACH to a child, as debuggers do; strace as well when the host has it.
+        check = (
+            "import ctypes, os, signal, time\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, "
+            "ctypes.c_void_p]\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    time.sleep(30)\n"
+            "    os._exit(0)\n"
+            "if libc.ptrace(16, pid, None, None) != 0:\n"
+            "    print('attach-errno', ctypes.get_errno())\n"
+            "else:\n"
+            "    _, status = os.waitpid(pid, 0)\n"
+            "    print('attached-stopped', os.WIFSTOPPED(status))\n"
+            "    libc.ptrace(17, pid, None, None)\n"
+            "os.kill(pid, signal.SIGKILL)\n"
+            "os.waitpid(pid, 0)\n")
+        commands = ["/usr/bin/python3 -c %s" % gitlab_runner.shell_escape(check).decode()]
+        have_strace = os.access("/usr/bin/strace", os.X_OK)
+        if have_strace:
+            commands.append("strace -f -e trace=execve -o /tmp/trace true && "
+                            "grep -c execve /tmp/trace")
+        record, stdout = self.run_user(commands)
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        self.assertIn(b"attached-stopped True\n", stdout)
+        if have_strace:
+            self.assertRegex(stdout, rb"(?m)^[1-9]\d*$")
+
+    def test_job_uid_not_runner(self):
+        command, marker = ready_marker("uid")
+        record = self.attempt.start_stage("build_script", commands=[
+            "echo inside-uid=$(id -u)", command, "sleep 1234.9"])
+        self.assertTrue(record.wait_output(marker, 60), self.describe([record]))
+        pids = gitlab_runner.sandbox_processes(b"sleep\x001234.9\x00")
+        self.assertEqual(len(pids), 1, pids)
+        with open("/proc/%d/status" % pids[0]) as f:
+            status = f.read()
+        uids = [int(u) for u in re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()]
+        gids = [int(g) for g in re.search(r"^Gid:\s+(.*)$", status, re.M).group(1).split()]
+        for uid in uids:
+            self.assertNotEqual(uid, 0)
+            self.assertNotEqual(uid, os.getuid())
+        for gid in gids:
+            self.assertNotEqual(gid, 0)
+        self.assertEqual(re.search(r"^CapEff:\s+(\S+)$", status, re.M).group(1),
+                         "0000000000000000")
+        os.kill(pids[0], 9)
+        record.finished.wait(30)
+
+
+class LimitsTest(SbxTestCase):
+    config_overrides = {"local": {"memory_max": "128M", "pids_max": 64}}
+
+    def setUp(self):
+        super().setUp()
+        self.attempt = self.prepared(self.new_job())
+        self.run_ok(self.attempt, "get_sources", ["true"],
+                    body=self.attempt.get_sources_body())
+        self.addCleanup(self.attempt.cleanup)
+
+    def test_memory_limit_kills_hog(self):
+        small = self.attempt.run_stage("build_script", commands=[
+            "/usr/bin/python3 -c 'b = b\"x\" * (32 << 20); print(\"small-ok\")'"])
+        self.assertEqual(small.returncode, 0, self.describe([small]))
+        self.assertIn(b"small-ok\n", bytes(small.stdout))
+        started = time.monotonic()
+        hog = self.attempt.run_stage("build_script", commands=[
+            "/usr/bin/python3 -c 'b = b\"x\" * (512 << 20); print(\"hog-survived\")'"])
+        self.assertLess(time.monotonic() - started, 60)
+        self.assertEqual(hog.returncode, 1, self.describe([hog]))
+        self.assertNotIn(b"hog-survived", bytes(hog.stdout))
+        with open(self.attempt.exit_code_file, "rb") as f:
+            self.assertEqual(f.read(), b"137\n")  # SIGKILL from the OOM killer
+
+    def test_pids_limit_caps_fork_bomb(self):
+        bomb = (
+            "import os, time\n"
+            "children, error = [], None\n"
+            "for _ in range(300):\n"
+            "    try:\n"
+            "        pid = os.fork()\n"
+            "    except OSError as exc:\n"
+            "        error = exc.errno\n"
+            "        break\n"
+            "    if pid == 0:\n"
+            "        time.sleep(20)\n"
+            "        os._exit(0)\n"
+            "    children.append(pid)\n"
+            "print('forked', len(children), 'errno', error)\n"
+            "for pid in children:\n"
+            "    os.kill(pid, 9)\n"
+            "    os.waitpid(pid, 0)\n")
+        record = self.attempt.run_stage("build_script", commands=[
+            "/usr/bin/python3 -c %s" % gitlab_runner.shell_escape(bomb).decode()])
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        match = re.search(rb"forked (\d+) errno (\S+)", bytes(record.stdout))
+        self.assertIsNotNone(match, self.describe([record]))
+        self.assertLess(int(match.group(1)), 64)
+        self.assertGreater(int(match.group(1)), 10)
+        self.assertEqual(match.group(2), b"11")  # EAGAIN
+
+
+def _walk(top):
+    for directory, _, files in os.walk(top):
+        for name in files:
+            yield os.path.join(directory, name)
+
+
+if __name__ == "__main__":
+    unittest.main()

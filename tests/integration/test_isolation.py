@@ -36,7 +36,7 @@ class EgressTest(SbxTestCase):
         self.settings.wrapper = self.network.client_wrapper()
 
     def test_servers_reachable_without_sandbox(self):
-        # Both servers answer a direct request from the client namespace, so a refusal
+        # Both servers respond to a direct request from the client namespace, so a refusal
         # inside the sandbox comes from sbx and not from the test network.
         self.assertEqual(self.network.fetch_from_client("http://%s:%d/" % (ALLOWED, PORT)),
                          b"allowed-server-body\n")
@@ -76,8 +76,7 @@ class EgressTest(SbxTestCase):
         attempt.cleanup()
 
     def test_runner_and_user_profiles(self):
-        # Only the user list names the refused server's port 8080 on .3; runner stages must not
-        # get it.
+        # Each list allows one of the two servers, so each stage reaches exactly one.
         self.write_config(network={"allow_ci_server": False,
                                    "runner_allow": ["%s/32:%d" % (ALLOWED, PORT)],
                                    "user_allow": ["%s/32:%d" % (REFUSED, PORT)]})

@@ -49,9 +49,9 @@ PREPARATION_RETRY_INTERVAL = 3.0
 WAIT_FOR_BUILD_FINISH_TIMEOUT = 300.0
 DEFAULT_JOB_TIMEOUT = 7200
 
-# A part of the runner's feature flags with their defaults, in the order of
-# helpers/featureflags/flags.go. NOTE: the runner sends about 50; drivers treat them as opaque
-# CUSTOM_ENV_FF_* variables, so a subset exercises the same code paths.
+# Some of the runner's feature flags with their defaults. NOTE: the runner sends about 50, in
+# the order of helpers/featureflags/flags.go; this list and its order are from memory. Drivers
+# treat them as opaque CUSTOM_ENV_FF_* variables, so a subset exercises the same code paths.
 FEATURE_FLAGS = [
     ("FF_NETWORK_PER_BUILD", "false"),
     ("FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY", "false"),

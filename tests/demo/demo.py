@@ -191,7 +191,7 @@ def main():
             project_path="group/demo", server_url="http://%s:%d" % (host.git_address, PORT),
             repo_url="http://%s:%d/group/demo.git" % (host.git_address, PORT),
             commit_sha=sha, ref="main", git_strategy="clone", name="build", stage="build",
-            script=["gcc --version | head -n 1", "gcc -Wall -Wextra -O2 -o hello hello.c",
+            script=["gcc --version | sed -n 1p", "gcc -Wall -Wextra -O2 -o hello hello.c",
                     "./hello sbx"],
             steps=[("egress_check", [
                 "if curl -fsS -m 10 -o /dev/null %s; then echo 'UNEXPECTED: reached %s'; "

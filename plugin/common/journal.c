@@ -260,14 +260,15 @@ int sbx_journal_lock(struct sbx_journal *journal, const char *id, int timeout_ms
 						       journal->state_dir, LOCKS_DIR, name);
 			holder = lock_holder(fd);
 			if (holder > 0)
-				return sbx_error_set(error, SBX_ERROR_SYSTEM, "sandbox %s is locked "
-						     "by process %ld (another sbx prepare, cleanup "
-						     "or gc); gave up after %d ms, try again when "
-						     "it has finished", id, holder, timeout_ms);
-			return sbx_error_set(error, SBX_ERROR_SYSTEM, "sandbox %s is locked by "
-					     "another process (sbx prepare, cleanup or gc); gave up "
-					     "after %d ms, try again when it has finished", id,
-					     timeout_ms);
+				return sbx_error_set(error, SBX_ERROR_SYSTEM,
+						     "sandbox %s is locked by process %ld (another "
+						     "sbx prepare, cleanup or gc); gave up after %d "
+						     "ms, try again when it has finished", id, holder,
+						     timeout_ms);
+			return sbx_error_set(error, SBX_ERROR_SYSTEM,
+					     "sandbox %s is locked by another process (sbx "
+					     "prepare, cleanup or gc); gave up after %d ms, try "
+					     "again when it has finished", id, timeout_ms);
 		}
 		if (fstat(fd, &held) < 0)
 			return sbx_error_errno(error, errno, "cannot stat %s/%s/%s",
@@ -397,8 +398,8 @@ static int read_entry_file(int dir_fd, const char *name, const char *path, char 
 	if (fd < 0 && errno == ENOENT)
 		return sbx_error_set(error, SBX_ERROR_NOT_FOUND, "no journal entry %s", path);
 	if (fd < 0 && errno == ELOOP)
-		return sbx_error_set(error, SBX_ERROR_SYSTEM, "journal entry %s is a symbolic link; "
-				     "remove it", path);
+		return sbx_error_set(error, SBX_ERROR_SYSTEM,
+				     "journal entry %s is a symbolic link; remove it", path);
 	if (fd < 0)
 		return sbx_error_errno(error, errno, "cannot open journal entry %s", path);
 	if (fstat(fd, &st) < 0)
@@ -446,8 +447,8 @@ static int get_string(struct json_object *object, const char *key, int required,
 	char message[128];
 	char *copy;
 
-	if (!json_object_object_get_ex(object, key, &field) || json_object_is_type(field,
-										   json_type_null)) {
+	if (!json_object_object_get_ex(object, key, &field) ||
+	    json_object_is_type(field, json_type_null)) {
 		if (!required)
 			return 0;
 		snprintf(message, sizeof(message), "\"%s\" is missing", key);
@@ -497,11 +498,12 @@ static int entry_from_json(struct json_object *root, const char *id, const char 
 	/* A newer format may mean anything; reading it with the old rules could make gc
 	 * remove a live sandbox. */
 	if (version > SBX_JOURNAL_VERSION)
-		return sbx_error_set(error, SBX_ERROR_INVALID, "journal entry %s has format version "
-				     "%" PRId64 ", written by %s; this sbx (%s) reads versions up "
-				     "to %d; run cleanup and gc with that sbx version or a newer "
-				     "one", path, version, written_by ? written_by : "a newer sbx",
-				     SBX_VERSION, SBX_JOURNAL_VERSION);
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "journal entry %s has format version %" PRId64 ", written by "
+				     "%s; this sbx (%s) reads versions up to %d; run cleanup and "
+				     "gc with that sbx version or a newer one", path, version,
+				     written_by ? written_by : "a newer sbx", SBX_VERSION,
+				     SBX_JOURNAL_VERSION);
 	if (version < 1)
 		return corrupt(error, path, "\"version\" is below 1");
 

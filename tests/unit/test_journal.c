@@ -314,7 +314,8 @@ START_TEST(read_corrupt_entries_rejected)
 		{ "{\"version\":1,\"id\":\"j9-00000004\",\"backend\":\"local\",\"state\":\"gone\","
 		  "\"created\":1,\"deadline\":2}", "\"state\" is not preparing, ready or dead" },
 		{ "{\"version\":1,\"id\":\"j9-00000004\",\"backend\":\"local\",\"state\":\"ready\","
-		  "\"created\":\"soon\",\"deadline\":2}", "\"created\" is missing or not an integer" },
+		  "\"created\":\"soon\",\"deadline\":2}",
+		  "\"created\" is missing or not an integer" },
 		{ "{\"version\":1,\"id\":\"j9-00000004\",\"backend\":\"local\",\"state\":\"ready\","
 		  "\"created\":1,\"deadline\":2,\"data\":[]}", "\"data\" is not an object" },
 		{ "{\"version\":0,\"id\":\"j9-00000004\"}", "\"version\" is below 1" },

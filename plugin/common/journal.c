@@ -670,8 +670,12 @@ static int list_entry_ids(int dir_fd, const char *path, char ***ids, size_t *cou
 
 		if (dirent->d_name[0] == '.')
 			continue;
-		if (length > 4 && strcmp(dirent->d_name + length - 4, ".tmp") == 0)
+		if (length > 4 && strcmp(dirent->d_name + length - 4, ".tmp") == 0) {
+			/* Left by a crash in the middle of a write; the entry itself is intact. */
+			sbx_debug("journal: skipping the temporary file %s/%s", path,
+				  dirent->d_name);
 			continue;
+		}
 		if (length <= 5 || strcmp(dirent->d_name + length - 5, ".json") != 0) {
 			sbx_warning("journal: skipping %s/%s, which is not a journal entry", path,
 				    dirent->d_name);

@@ -19,14 +19,17 @@
 static char temp_dir[PATH_MAX];
 static char state_dir[PATH_MAX + 32];
 
-/* Warnings the journal logged, so tests can check that a skipped file was reported. */
+/* Warnings and errors the journal logged, so tests can check that a skipped file was
+ * reported. Debug messages go to their own buffer. */
 static char logged[8192];
+static char logged_debug[8192];
 
 static void capture_log(void *userdata, enum sbx_log_level level, const char *message)
 {
-	size_t used = strlen(logged);
+	char *buffer = level == SBX_LOG_DEBUG ? logged_debug : logged;
+	size_t used = strlen(buffer);
 
-	snprintf(logged + used, sizeof(logged) - used, "%s\n", message);
+	snprintf(buffer + used, sizeof(logged) - used, "%s\n", message);
 }
 
 static void setup(void)
@@ -36,6 +39,7 @@ static void setup(void)
 	/* Below a directory that does not exist yet, so open must create parents. */
 	snprintf(state_dir, sizeof(state_dir), "%s/var/lib/sbx", temp_dir);
 	logged[0] = '\0';
+	logged_debug[0] = '\0';
 	sbx_log_set_sink(capture_log, NULL, SBX_LOG_DEBUG);
 }
 
@@ -456,6 +460,8 @@ START_TEST(foreach_skips_corrupt_and_temp_files)
 	ck_assert_msg(strstr(logged, "j4-00000004.json is corrupt") != NULL, "log: %s", logged);
 	ck_assert_msg(strstr(logged, "README") != NULL, "log: %s", logged);
 	ck_assert_msg(strstr(logged, ".tmp") == NULL, "log: %s", logged);
+	ck_assert_msg(strstr(logged_debug, "j5-00000005.json.0123456789abcdef.tmp") != NULL,
+		      "debug log: %s", logged_debug);
 	sbx_journal_close(&journal);
 }
 END_TEST

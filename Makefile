@@ -167,7 +167,14 @@ ifeq ($(CHECK_VALGRIND),1)
 	@tests/run-tests.sh --unit-only --valgrind $(BUILD)
 endif
 
-unit-tests: $(UNIT_TESTS) $(TEST_PLUGINS)
+# Small hosts of the plugin ABI that the integration tests drive (they link only libdl).
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
+
+$(BUILD)/tests/tools/%: tests/tools/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -ldl
+
+unit-tests: $(UNIT_TESTS) $(TEST_PLUGINS) $(TEST_TOOLS)
 
 check-unit: all unit-tests
 	@tests/run-tests.sh --unit-only $(BUILD)

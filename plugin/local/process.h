@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Host processes recorded in the journal. A pid read from a file may have been reused by an
+ * unrelated process, so every use pairs the pid with its start time (field 22 of
+ * /proc/PID/stat, clock ticks since boot) and acts through a pidfd opened before the check:
+ * once the check passes, the pidfd pins that exact process.
+ */
+#ifndef SBX_LOCAL_PROCESS_H
+#define SBX_LOCAL_PROCESS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sbx/executor.h"
+
+/* Reads the start time of PID. Returns 0, or -1 with errno (ESRCH when it is gone). */
+int sbx_process_start_time(pid_t pid, uint64_t *start_time);
+
+/* Extracts field 22 from the text of a /proc/PID/stat file. */
+int sbx_process_parse_start_time(const char *stat_text, uint64_t *start_time);
+
+/*
+ * Opens a pidfd for PID and checks that it still is the process that started at START_TIME.
+ * Returns the pidfd, or -1: errno ESRCH when the process is gone or the pid was reused.
+ */
+int sbx_process_open_verified(pid_t pid, uint64_t start_time);
+
+/*
+ * Kills the process behind PIDFD with SIGKILL and waits up to TIMEOUT_MS for it to exit.
+ * Returns 0 when it is gone.
+ */
+int sbx_process_kill_wait(int pidfd, int timeout_ms);
+
+/* Waits until the process behind PIDFD has exited or TIMEOUT_MS passed (< 0: no limit).
+ * Returns 1 when it exited, 0 on timeout, -1 on error. */
+int sbx_process_wait_exit(int pidfd, int timeout_ms);
+
+#endif /* SBX_LOCAL_PROCESS_H */

@@ -17,6 +17,12 @@ DATADIR ?= $(PREFIX)/share
 MANDIR ?= $(DATADIR)/man
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 DESTDIR ?=
+PKGCONFIGDIR ?= $(DATADIR)/pkgconfig
+# systemd's own answer for /usr (/lib/systemd/system on Debian 12, /usr/lib/systemd/system on
+# Fedora); systemd also reads units from /usr/local/lib/systemd/system.
+SYSTEMDUNITDIR ?= $(or $(if $(filter /usr,$(PREFIX)),$(shell $(PKG_CONFIG) \
+	--variable=systemdsystemunitdir systemd 2>/dev/null)),$(PREFIX)/lib/systemd/system)
+BASHCOMPLETIONDIR ?= $(DATADIR)/bash-completion/completions
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
@@ -190,21 +196,71 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@tests/bench/run-bench.sh $(BUILD)
 
-install: all
+# The installed paths are compiled in (SBX_SYSCONFDIR, SBX_PLUGIN_DIR), so `make` followed by
+# `make install PREFIX=/usr` must rebuild: every object depends on a stamp holding the paths,
+# rewritten only when they change.
+PATHS_STAMP := $(BUILD)/install-paths
+$(COMMON_OBJ) $(LOCAL_OBJ) $(K8S_OBJ) $(SHIM_OBJ): $(PATHS_STAMP)
+$(PATHS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VERSION) $(SYSCONFDIR) $(LIBDIR)/sbx' | cmp -s - $@ || \
+		echo '$(VERSION) $(SYSCONFDIR) $(LIBDIR)/sbx' >$@
+.PHONY: FORCE
+FORCE:
+
+# Man pages and units name /usr/bin/sbx, /usr/lib/sbx and /etc/sbx; installing rewrites them
+# to the configured directories.
+INSTALL_PATHS := sed -e 's|/usr/bin/sbx|$(BINDIR)/sbx|g' -e 's|/usr/lib/sbx|$(LIBDIR)/sbx|g' \
+	-e 's|/etc/sbx|$(SYSCONFDIR)/sbx|g'
+ABI_VERSION := $(shell sed -n 's/^\#define SBX_EXECUTOR_ABI_VERSION \([0-9]*\)u$$/\1/p' \
+	plugin/include/sbx/executor.h)
+MAN_PAGES := packaging/man/sbx.1 packaging/man/sbx-executor.3 packaging/man/sbx-config.5
+UNITS := packaging/systemd/sbx-gc.service packaging/systemd/sbx-gc.timer
+
+$(BUILD)/sbx-executor.pc: packaging/sbx-executor.pc.in plugin/include/sbx/executor.h $(PATHS_STAMP)
+	@mkdir -p $(dir $@)
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+		-e 's|@PLUGINDIR@|$(LIBDIR)/sbx|g' -e 's|@ABI_VERSION@|$(ABI_VERSION)|g' $< >$@
+
+# Never touches $(SYSCONFDIR)/sbx/config.yaml: that file is the administrator's.
+install: all $(BUILD)/sbx-executor.pc
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/sbx $(DESTDIR)$(INCLUDEDIR)/sbx \
-		$(DESTDIR)$(SYSCONFDIR)/sbx
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(SYSCONFDIR)/sbx $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SYSTEMDUNITDIR) \
+		$(DESTDIR)$(BASHCOMPLETIONDIR)
 	install -m 0755 $(SBX) $(DESTDIR)$(BINDIR)/sbx
 	install -m 0644 $(LOCAL_PLUGIN) $(DESTDIR)$(LIBDIR)/sbx/sbx-local.so
 	$(if $(K8S_PLUGIN),install -m 0644 $(K8S_PLUGIN) $(DESTDIR)$(LIBDIR)/sbx/)
 	install -m 0644 plugin/include/sbx/executor.h $(DESTDIR)$(INCLUDEDIR)/sbx/executor.h
+	install -m 0644 $(BUILD)/sbx-executor.pc $(DESTDIR)$(PKGCONFIGDIR)/sbx-executor.pc
 	install -m 0644 config-examples/config.yaml $(DESTDIR)$(SYSCONFDIR)/sbx/config.yaml.example
+	set -e; for page in $(MAN_PAGES); do \
+		section=$${page##*.}; \
+		$(INSTALL_PATHS) $$page >$(DESTDIR)$(MANDIR)/man$$section/$${page##*/}; \
+		chmod 0644 $(DESTDIR)$(MANDIR)/man$$section/$${page##*/}; \
+	done
+	set -e; for unit in $(UNITS); do \
+		$(INSTALL_PATHS) $$unit >$(DESTDIR)$(SYSTEMDUNITDIR)/$${unit##*/}; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${unit##*/}; \
+	done
+	install -m 0644 packaging/bash-completion/sbx $(DESTDIR)$(BASHCOMPLETIONDIR)/sbx
 
+# Removes what install put and the directories only sbx uses, when they are empty; a
+# config.yaml the administrator wrote keeps $(SYSCONFDIR)/sbx.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sbx $(DESTDIR)$(LIBDIR)/sbx/sbx-local.so \
 		$(DESTDIR)$(LIBDIR)/sbx/sbx-agent-sandbox.so \
 		$(DESTDIR)$(INCLUDEDIR)/sbx/executor.h \
-		$(DESTDIR)$(SYSCONFDIR)/sbx/config.yaml.example
-	-rmdir $(DESTDIR)$(LIBDIR)/sbx $(DESTDIR)$(INCLUDEDIR)/sbx $(DESTDIR)$(SYSCONFDIR)/sbx
+		$(DESTDIR)$(PKGCONFIGDIR)/sbx-executor.pc \
+		$(DESTDIR)$(SYSCONFDIR)/sbx/config.yaml.example \
+		$(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(filter %.1,$(MAN_PAGES)))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(filter %.3,$(MAN_PAGES)))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(filter %.5,$(MAN_PAGES)))) \
+		$(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(notdir $(UNITS))) \
+		$(DESTDIR)$(BASHCOMPLETIONDIR)/sbx
+	for dir in $(DESTDIR)$(LIBDIR)/sbx $(DESTDIR)$(INCLUDEDIR)/sbx $(DESTDIR)$(SYSCONFDIR)/sbx; do \
+		[ ! -d "$$dir" ] || rmdir --ignore-fail-on-non-empty "$$dir"; \
+	done
 
 clean:
 	rm -rf $(BUILD)

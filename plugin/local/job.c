@@ -65,16 +65,19 @@ int sbx_job_from_entry(const struct sbx_journal_entry *entry, struct sbx_job *jo
 		parsed.have_cgroup = 1;
 	}
 	if (json_object_object_get_ex(data, "init", &field)) {
-		int64_t pid = 0, start = -1;
+		int64_t pid = 0, start = -1, namespace_inode = 0;
 
 		if (json_object_object_get_ex(field, "pid", &value))
 			pid = json_object_get_int64(value);
 		if (json_object_object_get_ex(field, "start_time", &value))
 			start = json_object_get_int64(value);
-		if (pid <= 1 || pid > INT_MAX || start < 0)
+		if (json_object_object_get_ex(field, "pid_namespace", &value))
+			namespace_inode = json_object_get_int64(value);
+		if (pid <= 1 || pid > INT_MAX || start < 0 || namespace_inode < 0)
 			goto invalid;
 		parsed.init_pid = (pid_t) pid;
 		parsed.init_start_time = (uint64_t) start;
+		parsed.init_pid_namespace = (uint64_t) namespace_inode;
 	}
 	if (json_object_object_get_ex(data, "proxy_port", &field)) {
 		int64_t port = json_object_get_int64(field);
@@ -136,7 +139,8 @@ int sbx_job_open_init(const struct sbx_job *job)
 		errno = ESRCH;
 		return -1;
 	}
-	return sbx_process_open_verified(job->init_pid, job->init_start_time);
+	return sbx_process_open_verified(job->init_pid, job->init_start_time,
+					 job->init_pid_namespace);
 }
 
 /* The job directory must be the one this sandbox owns: never follow a path elsewhere. */

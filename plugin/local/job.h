@@ -10,7 +10,7 @@
  *   rootfs        root file system the job sees
  *   ids           the user namespace's id maps (ids.h)
  *   cgroup        the job's cgroup (cgroup.h)
- *   init          {"pid": N, "start_time": N}
+ *   init          {"pid": N, "start_time": N, "pid_namespace": N}
  *   proxy_port    port of the egress proxy inside the sandbox
  *   ci_server_url, extra_allow   what the egress allow-lists add for this job
  *
@@ -40,6 +40,7 @@ struct sbx_job {
 	struct sbx_cgroup_job cgroup;
 	pid_t init_pid; /* 0: none recorded */
 	uint64_t init_start_time;
+	uint64_t init_pid_namespace; /* inode of the init's pid namespace; 0: not recorded */
 	uint16_t proxy_port;
 	char *ci_server_url;
 	char **extra_allow;

@@ -190,16 +190,18 @@ static int on_init_pid(void *userdata, pid_t pid, struct sbx_error *error)
 {
 	struct prepare *prepare = userdata;
 	struct json_object *init;
-	uint64_t start_time;
+	uint64_t start_time, pid_namespace;
 
-	if (sbx_process_start_time(pid, &start_time) < 0)
-		return sbx_error_errno(error, errno, "cannot read the start time of the job init %d",
-				       (int) pid);
+	if (sbx_process_start_time(pid, &start_time) < 0 ||
+	    sbx_process_pid_namespace(pid, &pid_namespace) < 0)
+		return sbx_error_errno(error, errno, "cannot identify the job init %d", (int) pid);
 	init = json_object_new_object();
 	if (init == NULL)
 		return sbx_error_errno(error, ENOMEM, "cannot record the job init");
 	json_object_object_add(init, "pid", json_object_new_int64(pid));
 	json_object_object_add(init, "start_time", json_object_new_int64((int64_t) start_time));
+	json_object_object_add(init, "pid_namespace",
+			       json_object_new_int64((int64_t) pid_namespace));
 	if (record(prepare, "init", init, error) < 0)
 		return -1;
 	return sbx_cgroup_job_enter(&prepare->cgroup, "init", pid, error);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -69,10 +70,25 @@ int sbx_process_start_time(pid_t pid, uint64_t *start_time)
 	return 0;
 }
 
-int sbx_process_open_verified(pid_t pid, uint64_t start_time)
+int sbx_process_pid_namespace(pid_t pid, uint64_t *inode)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int) pid);
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			errno = ESRCH;
+		return -1;
+	}
+	*inode = (uint64_t) st.st_ino;
+	return 0;
+}
+
+int sbx_process_open_verified(pid_t pid, uint64_t start_time, uint64_t pid_namespace)
 {
 	_cleanup_close_ int pidfd = -1;
-	uint64_t actual;
+	uint64_t actual, namespace_inode;
 
 	if (pid <= 1) {
 		errno = ESRCH;
@@ -86,6 +102,18 @@ int sbx_process_open_verified(pid_t pid, uint64_t start_time)
 	if (sbx_process_start_time(pid, &actual) < 0)
 		return -1;
 	if (actual != start_time) {
+		errno = ESRCH;
+		return -1;
+	}
+	if (pid_namespace != 0 &&
+	    (sbx_process_pid_namespace(pid, &namespace_inode) < 0 ||
+	     namespace_inode != pid_namespace)) {
+		errno = ESRCH;
+		return -1;
+	}
+	/* A pidfd turns readable when its process has exited; a zombie nobody reaped yet still
+	 * has its /proc entry and start time, but is dead. */
+	if (sbx_process_wait_exit(pidfd, 0) != 0) {
 		errno = ESRCH;
 		return -1;
 	}

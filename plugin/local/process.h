@@ -19,11 +19,17 @@ int sbx_process_start_time(pid_t pid, uint64_t *start_time);
 /* Extracts field 22 from the text of a /proc/PID/stat file. */
 int sbx_process_parse_start_time(const char *stat_text, uint64_t *start_time);
 
+/* Reads the inode of PID's pid namespace (/proc/PID/ns/pid). Returns 0, or -1 with errno. */
+int sbx_process_pid_namespace(pid_t pid, uint64_t *inode);
+
 /*
- * Opens a pidfd for PID and checks that it still is the process that started at START_TIME.
- * Returns the pidfd, or -1: errno ESRCH when the process is gone or the pid was reused.
+ * Opens a pidfd for PID and checks that it still is the process that started at START_TIME
+ * and, unless PID_NAMESPACE is 0, lives in that pid namespace. Start times count clock ticks
+ * (10 ms at the usual USER_HZ of 100), so a pid reused within one tick has the same start
+ * time; the namespace, which belongs to the job alone, tells such a process apart. Returns
+ * the pidfd, or -1: errno ESRCH when the process is gone or the pid was reused.
  */
-int sbx_process_open_verified(pid_t pid, uint64_t start_time);
+int sbx_process_open_verified(pid_t pid, uint64_t start_time, uint64_t pid_namespace);
 
 /*
  * Kills the process behind PIDFD with SIGKILL and waits up to TIMEOUT_MS for it to exit.

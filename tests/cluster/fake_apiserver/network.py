@@ -1,0 +1,148 @@
+"""Pod networking: a node network namespace with a bridge, one network namespace per pod
+with a veth pair into the bridge, and addresses from the cluster's pod CIDR.
+
+Nothing is created in the host's network namespace: the bridge, both veth ends and every
+address live in namespaces this module creates, named "<prefix>-node" and "<prefix>-p<N>".
+"""
+import asyncio
+import ipaddress
+import logging
+import os
+import re
+import subprocess
+
+log = logging.getLogger("fake-apiserver.network")
+
+NETNS_DIR = "/run/netns"
+NAME_RE = re.compile(r"^sbxk-(\d+)-")
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+async def run(*argv, input_data=None, check=True):
+    """Run a command without blocking the event loop; return (code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await process.communicate(input_data)
+    if check and process.returncode != 0:
+        raise CommandError("%s failed with exit code %d: %s"
+                           % (" ".join(argv), process.returncode, err.decode().strip()))
+    return process.returncode, out.decode(), err.decode()
+
+
+def run_sync(*argv, check=True):
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise CommandError("%s failed with exit code %d: %s"
+                           % (" ".join(argv), result.returncode, result.stderr.strip()))
+    return result
+
+
+def list_netns():
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def sweep_stale():
+    """Delete namespaces left by fake clusters whose process no longer exists."""
+    removed = []
+    for name in list_netns():
+        match = NAME_RE.match(name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or os.path.exists("/proc/%d" % pid):
+            continue
+        run_sync("ip", "netns", "delete", name, check=False)
+        removed.append(name)
+    if removed:
+        log.info("removed network namespaces of stopped fake clusters: %s", ", ".join(removed))
+    return removed
+
+
+class Network:
+    """The node namespace, its bridge and the address pool of one fake cluster."""
+
+    def __init__(self, pod_cidr="10.244.0.0/16"):
+        self.prefix = "sbxk-%d" % os.getpid()
+        self.node_netns = self.prefix + "-node"
+        self.bridge = "cni0"
+        self.cidr = ipaddress.ip_network(pod_cidr)
+        self.gateway = next(self.cidr.hosts())
+        self.allocated = set()
+        self.counter = 0
+        self.created = []
+        self.ready = False
+
+    def setup(self):
+        sweep_stale()
+        run_sync("ip", "netns", "add", self.node_netns)
+        self.created.append(self.node_netns)
+        prefix_len = self.cidr.prefixlen
+        for argv in (
+                ("ip", "-n", self.node_netns, "link", "set", "lo", "up"),
+                ("ip", "-n", self.node_netns, "link", "add", self.bridge, "type", "bridge"),
+                ("ip", "-n", self.node_netns, "addr", "add",
+                 "%s/%d" % (self.gateway, prefix_len), "dev", self.bridge),
+                ("ip", "-n", self.node_netns, "link", "set", self.bridge, "up"),
+                ("ip", "netns", "exec", self.node_netns, "sysctl", "-qw",
+                 "net.ipv4.ip_forward=1")):
+            run_sync(*argv)
+        self.ready = True
+        log.info("node network namespace %s ready, pod CIDR %s, gateway %s", self.node_netns,
+                 self.cidr, self.gateway)
+
+    def allocate_ip(self):
+        for host in self.cidr.hosts():
+            if host == self.gateway or host in self.allocated:
+                continue
+            self.allocated.add(host)
+            return host
+        raise CommandError("pod CIDR %s is exhausted" % self.cidr)
+
+    async def add_pod(self):
+        """Create a pod network namespace; return (netns name, address)."""
+        self.counter += 1
+        netns = "%s-p%d" % (self.prefix, self.counter)
+        host_if = "veth%d" % self.counter
+        address = self.allocate_ip()
+        await run("ip", "netns", "add", netns)
+        self.created.append(netns)
+        try:
+            for argv in (
+                    ("ip", "-n", netns, "link", "set", "lo", "up"),
+                    ("ip", "-n", self.node_netns, "link", "add", host_if, "type", "veth",
+                     "peer", "name", "eth0", "netns", netns),
+                    ("ip", "-n", self.node_netns, "link", "set", host_if, "master",
+                     self.bridge, "up"),
+                    ("ip", "-n", netns, "addr", "add",
+                     "%s/%d" % (address, self.cidr.prefixlen), "dev", "eth0"),
+                    ("ip", "-n", netns, "link", "set", "eth0", "up"),
+                    ("ip", "-n", netns, "route", "add", "default", "via", str(self.gateway))):
+                await run(*argv)
+        except CommandError:
+            await self.remove_pod(netns, address)
+            raise
+        return netns, address
+
+    async def remove_pod(self, netns, address):
+        await run("ip", "netns", "delete", netns, check=False)
+        if netns in self.created:
+            self.created.remove(netns)
+        self.allocated.discard(address)
+
+    def teardown(self):
+        for netns in reversed(list(self.created)):
+            run_sync("ip", "netns", "delete", netns, check=False)
+        self.created = []
+        self.ready = False
+
+    def info(self):
+        return {"nodeNetns": self.node_netns, "bridge": self.bridge,
+                "gateway": str(self.gateway), "podCIDR": str(self.cidr),
+                "netnsPrefix": self.prefix}

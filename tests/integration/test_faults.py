@@ -159,7 +159,7 @@ class BadInputTest(SbxTestCase):
         self.assertFalse(os.path.exists(self.state_dir))
 
     def test_unreadable_script(self):
-        attempt = self.prepared(self.new_job())
+        attempt = self.prepared_with_sources(self.new_job())
         sandbox_id = attempt.job_env["SBX_SANDBOX_ID"]
         before = self.snapshot(self.state_dir)
         missing = os.path.join(attempt.temp_dir, "script0", "script")

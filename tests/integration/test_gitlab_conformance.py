@@ -83,7 +83,7 @@ class GitLabConformanceTest(SbxTestCase):
         self.assertStateEmpty()
 
     def test_script_failure_writes_exit_code(self):
-        attempt = self.prepared(self.new_job())
+        attempt = self.prepared_with_sources(self.new_job())
         record = attempt.run_stage("build_script", commands=["echo before", "exit 42"])
         self.assertEqual(record.returncode, 1, self.describe([record]))
         with open(attempt.exit_code_file, "rb") as f:
@@ -108,7 +108,7 @@ class GitLabConformanceTest(SbxTestCase):
         self.assertStateEmpty()
 
     def test_stale_exit_code_file_removed(self):
-        attempt = self.prepared(self.new_job())
+        attempt = self.prepared_with_sources(self.new_job())
         record = attempt.run_stage("build_script", commands=["exit 42"])
         self.assertEqual(record.returncode, 1)
         self.assertTrue(os.path.exists(attempt.exit_code_file))
@@ -280,7 +280,7 @@ class GitLabConformanceTest(SbxTestCase):
         attempt.cleanup()
 
     def test_failure_codes_fall_back_when_unset(self):
-        attempt = self.prepared(self.new_job())
+        attempt = self.prepared_with_sources(self.new_job())
         env = [(k, v) for k, v in attempt.environment()
                if k not in ("BUILD_FAILURE_EXIT_CODE", "SYSTEM_FAILURE_EXIT_CODE")]
         record = attempt.run_stage("build_script", commands=["exit 3"], env=env)

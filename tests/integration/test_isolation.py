@@ -60,11 +60,11 @@ class EgressTest(SbxTestCase):
         stdout = bytes(record.stdout)
         log = bytes(record.output)
         self.assertIn(b"allowed-server-body\n", stdout)
-        self.assertNotIn(b"refused-server-body", stdout)
+        self.assertNotRegex(stdout, rb"(?m)^refused-server-body$")
         self.assertIn(b"plain-refused-403\n", stdout)
         self.assertRegex(stdout, rb"tunnel: curl: \(56\).*403")
         self.assertIn(b"direct-failed-", stdout)
-        self.assertNotIn(b"direct-worked", stdout)
+        self.assertNotRegex(stdout, rb"(?m)^direct-worked$")
         self.assertRegex(stdout, rb"(?m)^http_proxy=http://127\.0\.0\.1:\d+$")
         self.assertRegex(stdout, rb"(?m)^HTTPS_PROXY=http://127\.0\.0\.1:\d+$")
         # The refusal is explained in the job log, naming the destination.
@@ -200,7 +200,7 @@ class SandboxIsolationTest(SbxTestCase):
             "else 0)'"])
         self.assertEqual(record.returncode, 0, self.describe([record]))
         self.assertIn(b"unshare-failed\n", stdout)
-        self.assertNotIn(b"unshare-worked", stdout)
+        self.assertNotRegex(stdout, rb"(?m)^unshare-worked$")
         self.assertIn(b"mount-failed\n", stdout)
         self.assertIn(b"unshare-errno 1\n", stdout)  # EPERM
 
@@ -276,7 +276,7 @@ class LimitsTest(SbxTestCase):
             "/usr/bin/python3 -c 'b = b\"x\" * (512 << 20); print(\"hog-survived\")'"])
         self.assertLess(time.monotonic() - started, 60)
         self.assertEqual(hog.returncode, 1, self.describe([hog]))
-        self.assertNotIn(b"hog-survived", bytes(hog.stdout))
+        self.assertNotRegex(bytes(hog.stdout), rb"(?m)^hog-survived$")
         with open(self.attempt.exit_code_file, "rb") as f:
             self.assertEqual(f.read(), b"137\n")  # SIGKILL from the OOM killer
 

@@ -869,7 +869,7 @@ class Attempt:
             lines.append(b"else")
             lines.append(b"git remote set-url origin " + shell_escape(job.repo_url))
             lines.append(b"fi")
-            fetch = [b"git", b"-c", b"http.userAgent=gitlab-runner 19.4.0 linux/amd64",
+            fetch = [b"git", b"-c", shell_escape("http.userAgent=gitlab-runner 19.4.0 linux/amd64"),
                      b"fetch", b"origin", shell_escape("+refs/heads/%s:refs/remotes/origin/%s"
                                                        % (job.ref, job.ref))]
             if job.git_depth:

@@ -155,6 +155,13 @@ class SbxTestCase(unittest.TestCase):
         self.assertEqual(record.returncode, 0)
         return attempt
 
+    def prepared_with_sources(self, job, settings=None):
+        """prepared() plus the get_sources stage, which creates the project dir."""
+        attempt = self.prepared(job, settings)
+        record = attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+        return attempt
+
     def run_ok(self, attempt, stage, commands, **kwargs):
         """Run user COMMANDS as STAGE and assert the stage succeeded."""
         record = attempt.run_stage(stage, commands=commands, **kwargs)
@@ -204,17 +211,24 @@ class SbxTestCase(unittest.TestCase):
                 + glob.glob("/sys/fs/cgroup/sbx/%s" % sandbox_id) if os.path.exists(p)]
 
     def processes_of(self, sandbox_id):
-        """Host pids whose cgroup path names SANDBOX_ID."""
+        """Host pids of live processes whose cgroup path names SANDBOX_ID.
+
+        Zombies are left out: a killed init is reparented to the host's PID 1, which may take
+        a while to reap it, and a zombie holds no resources but its pid."""
         pids = []
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
             try:
                 with open("/proc/%s/cgroup" % name) as f:
-                    if "/sbx/%s" % sandbox_id in f.read():
-                        pids.append(int(name))
-            except OSError:
+                    if "/sbx/%s" % sandbox_id not in f.read():
+                        continue
+                with open("/proc/%s/stat" % name) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+            except (OSError, IndexError):
                 continue
+            pids.append(int(name))
         return pids
 
     def assertSandboxGone(self, sandbox_id):

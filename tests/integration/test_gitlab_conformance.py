@@ -82,6 +82,42 @@ class GitLabConformanceTest(SbxTestCase):
         self.assertSandboxGone(sandbox_id)
         self.assertStateEmpty()
 
+    def test_cache_and_artifact_stages(self):
+        job = self.new_job(cache=True, artifacts=True, dependencies=True,
+                           script=["echo main-script"])
+        result = self.runner.run_job(job)
+        self.assertEqual(result.status, "success", bytes(result.log).decode(errors="replace"))
+        self.assertEqual(result.stages(), [
+            "prepare_script", "get_sources", "restore_cache", "download_artifacts",
+            "build_script", "archive_cache", "upload_artifacts_on_success",
+            "cleanup_file_variables"])
+        self.assertStateEmpty()
+
+    def test_flaky_get_sources_retried(self):
+        # The hook fails on the first attempt only; /tmp is the sandbox's and lasts the job.
+        job = self.new_job(get_sources_attempts=3, pre_get_sources_script=[
+            "if [ ! -e /tmp/first-attempt ]; then touch /tmp/first-attempt; exit 1; fi"],
+            script=["echo after-retry"])
+        result = self.runner.run_job(job)
+        self.assertEqual(result.status, "success", bytes(result.log).decode(errors="replace"))
+        self.assertEqual(result.stages(), [
+            "prepare_script", "get_sources", "clear_worktree", "get_sources", "build_script",
+            "cleanup_file_variables"])
+        self.assertIn(b"after-retry\n", bytes(result.log))
+        self.assertStateEmpty()
+
+    def test_script_timeout_runs_after_script(self):
+        command, marker = ready_marker("script-timeout")
+        job = self.new_job(script_timeout=4, script=[command, "sleep 1234.3"],
+                           after_script=["echo status=$CI_JOB_STATUS"])
+        result = self.runner.run_job(job)
+        self.assertEqual(result.status, "timedout", bytes(result.log).decode(errors="replace"))
+        self.assertEqual(result.stages(), USER_FLOW)
+        self.assertIn(marker, bytes(result.log))
+        self.assertIn(b"status=timedout\n", bytes(result.log))
+        self.assertEqual(gitlab_runner.sandbox_processes(b"sleep\x001234.3\x00"), [])
+        self.assertStateEmpty()
+
     def test_script_failure_writes_exit_code(self):
         attempt = self.prepared_with_sources(self.new_job())
         record = attempt.run_stage("build_script", commands=["echo before", "exit 42"])

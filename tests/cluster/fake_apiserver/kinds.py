@@ -658,3 +658,57 @@ def openapi_v3_document(kinds, group, version):
         paths["%s%s/%s/{name}" % (prefix, scope, kind.plural)] = {"patch": operation}
     return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "unversioned"},
             "paths": paths, "components": {"schemas": {}}}
+
+
+def _age(timestamp):
+    moment = parse_time(timestamp or "")
+    if moment is None:
+        return "<unknown>"
+    seconds = int((datetime.datetime.now(datetime.timezone.utc) - moment).total_seconds())
+    seconds = max(0, seconds)
+    if seconds < 120:
+        return "%ds" % seconds
+    if seconds < 3600:
+        return "%dm%ds" % (seconds // 60, seconds % 60) if seconds < 600 else \
+            "%dm" % (seconds // 60)
+    if seconds < 86400:
+        return "%dh" % (seconds // 3600)
+    return "%dd" % (seconds // 86400)
+
+
+def table(kind, objects, include_object="Metadata", resource_version=None):
+    """Return a meta.k8s.io/v1 Table, the form kubectl get asks for to print columns."""
+    definitions = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
+                    "description": "Name must be unique within a namespace."}]
+    for name, type_, _ in kind.columns:
+        definitions.append({"name": name, "type": type_, "format": "", "priority": 0,
+                            "description": name})
+    definitions.append({"name": "Age", "type": "string", "format": "", "priority": 0,
+                        "description": "CreationTimestamp of the object."})
+    rows = []
+    for obj in objects:
+        cells = [obj["metadata"]["name"]]
+        cells += [function(obj) for _, _, function in kind.columns]
+        cells.append(_age(obj["metadata"].get("creationTimestamp")))
+        row = {"cells": cells}
+        if include_object == "Object":
+            row["object"] = obj
+        elif include_object != "None":
+            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                             "metadata": obj["metadata"]}
+        rows.append(row)
+    metadata = {}
+    if resource_version is not None:
+        metadata["resourceVersion"] = str(resource_version)
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
+            "columnDefinitions": definitions, "rows": rows}
+
+
+def wants_table(accept):
+    """Report whether an Accept header asks for a meta.k8s.io/v1 Table."""
+    for part in (accept or "").split(","):
+        params = [p.strip() for p in part.split(";")]
+        if "as=Table" in params and "g=meta.k8s.io" in params and \
+                ("v=v1" in params or "v=v1beta1" in params):
+            return True
+    return False

@@ -16,6 +16,7 @@ import yaml
 from aiohttp import web
 
 from . import auth, errors, faults as faults_mod, kinds as kinds_mod, patch as patch_mod
+from . import protobuf
 from .selectors import (match_fields, match_requirements, parse_field_selector,
                         parse_label_selector)
 
@@ -342,7 +343,12 @@ class ApiServer:
         if info.verb == "watch":
             return await self.watch(request, info)
         if info.verb == "get":
-            return self.respond_object(self.store.get(kind.key, info.namespace, info.name))
+            obj = self.store.get(kind.key, info.namespace, info.name)
+            if kinds_mod.wants_table(request.headers.get("Accept")):
+                return json_response(kinds_mod.table(
+                    kind, [obj], request.query.get("includeObject", "Metadata"),
+                    obj["metadata"]["resourceVersion"]))
+            return self.respond_object(obj)
         if info.verb == "create":
             return await self.create(request, info)
         if info.verb == "update":
@@ -368,6 +374,8 @@ class ApiServer:
         raw = await request.read()
         if not raw:
             raise errors.bad_request("the request body is empty")
+        if request.headers.get("Content-Type", "").startswith(protobuf.CONTENT_TYPE):
+            return protobuf.decode(raw)
         try:
             if yaml_ok:
                 return yaml.safe_load(raw)
@@ -497,6 +505,11 @@ class ApiServer:
             metadata["continue"] = base64.urlsafe_b64encode(json.dumps(
                 {"rv": rv, "start": self._item_key(items[-1])}).encode()).decode()
             metadata["remainingItemCount"] = remaining
+        if kinds_mod.wants_table(request.headers.get("Accept")):
+            result = kinds_mod.table(kind, items, request.query.get("includeObject", "Metadata"),
+                                     rv)
+            result["metadata"].update(metadata)
+            return json_response(result)
         if kind.builtin:
             for item in items:
                 item.pop("kind", None)
@@ -933,6 +946,8 @@ class WatchStream:
         drop = server.faults.take("watch-drop", fault_info)
         self.drop_after = int(drop.get("afterEvents", 1)) if drop else None
         self.split = server.faults.take("watch-split", fault_info) is not None
+        self.table = kinds_mod.wants_table(request.headers.get("Accept"))
+        self.include_object = request.query.get("includeObject", "Metadata")
 
     async def send(self, event):
         await self.send_many([event])
@@ -944,6 +959,9 @@ class WatchStream:
         for event in events:
             if self.drop_after is not None and self.sent >= self.drop_after:
                 break
+            if self.table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                event = {"type": event["type"], "object": kinds_mod.table(
+                    self.kind, [event["object"]], self.include_object)}
             payload += json.dumps(event).encode() + b"\n"
             self.sent += 1
         try:

@@ -37,7 +37,7 @@
 enum report_kind {
 	REPORT_PID = 'P', /* the helper cloned the init and wrote its maps */
 	REPORT_READY = 'R', /* the init is serving */
-	REPORT_ERROR = 'E', /* TEXT says what failed */
+	REPORT_ERROR = 'E', /* TEXT names what failed */
 };
 
 struct report {
@@ -81,8 +81,8 @@ static void init_fail(int report_fd, int errnum, const char *format, ...)
 	_exit(1);
 }
 
-/* Brings up lo and adds 127.0.0.2/8: with 127.0.0.1 as the only IPv4 address, glibc's
- * AI_ADDRCONFIG sees no IPv4 address and getaddrinfo(AF_INET) fails even for 127.0.0.1. */
+/* Brings up lo and adds 127.0.0.2/8. With 127.0.0.1 as the only IPv4 address, glibc's
+ * AI_ADDRCONFIG finds no IPv4 address and getaddrinfo(AF_INET) fails even for 127.0.0.1. */
 static int setup_loopback(char *message, size_t size)
 {
 	struct ifreq request;
@@ -173,8 +173,8 @@ static void __attribute__((noreturn)) init_main(const struct sbx_init_options *o
 		init_fail(report_fd, 0, "%s", error.message);
 
 	/* The maps are written. Becoming uid 0 of the namespace gives files made here an owner
-	 * the namespace can name; in runner-uid mode 0 is unmapped and the init keeps the job's
-	 * uid with the capabilities clone gave it. */
+	 * that the namespace maps. In runner-uid mode 0 is unmapped, so the init keeps the job's
+	 * uid with the capabilities that clone gave it. */
 	if (options->ids->mode != SBX_IDS_RUNNER) {
 		if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
 			init_fail(report_fd, errno, "cannot become root of the job's user namespace");

@@ -7,7 +7,7 @@
  *   job_dir       <state_dir>/jobs/<id>
  *   builds_dir    host directory bound on /builds
  *   cache_dir     host directory bound on /cache
- *   rootfs        root file system the job sees
+ *   rootfs        root file system of the job
  *   ids           the user namespace's id maps (ids.h)
  *   cgroup        the job's cgroup (cgroup.h)
  *   init          {"pid": N, "start_time": N, "pid_namespace": N}

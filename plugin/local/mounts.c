@@ -200,7 +200,7 @@ int sbx_mounts_plan_build(const struct sbx_config *config, const struct sbx_moun
 	for (size_t i = 0; i < config->local.masked_paths.count; i++)
 		if (add_mask(&built, config->local.masked_paths.items[i], error) < 0)
 			goto fail;
-	/* The state directory holds every job's files, the cache base every project's cache. */
+	/* The state directory contains every job's files, the cache base every project's cache. */
 	if (add_mask(&built, state_dir, error) < 0 || add_mask(&built, cache_base, error) < 0)
 		goto fail;
 	if (extra_mask != NULL && strcmp(extra_mask, "/") != 0 && strcmp(extra_mask, "/tmp") != 0 &&

@@ -4,11 +4,11 @@
  * and applied by the job init inside its new user and mount namespaces, which only makes system
  * calls on what the plan already holds.
  *
- * The root is a fresh tmpfs holding read-only recursive binds of every top-level entry of the
- * host's root (or of a configured root file system directory), with symlinks recreated; /proc,
- * /sys and /dev of the job's own; writable /builds, /cache and a bounded /tmp; generated /etc
- * files; /.sbx/bin with the host's gitlab-runner. After pivot_root the masked paths get empty
- * read-only mounts and the root itself becomes read-only.
+ * The root is a fresh tmpfs with read-only recursive binds of every top-level entry of the
+ * host's root (or of a configured root file system directory), with symlinks recreated. It
+ * gets the job's own /proc, /sys and /dev, writable /builds, /cache and a bounded /tmp,
+ * generated /etc files, and /.sbx/bin with the host's gitlab-runner. After pivot_root the
+ * masked paths get empty read-only mounts and the root itself becomes read-only.
  */
 #ifndef SBX_LOCAL_MOUNTS_H
 #define SBX_LOCAL_MOUNTS_H
@@ -39,7 +39,7 @@ struct sbx_mounts_entry {
 extern const char *const sbx_mounts_etc_names[SBX_MOUNTS_ETC_FILES];
 
 struct sbx_mounts_plan {
-	/* Root file system the job sees: "/" or a configured directory. */
+	/* Root file system of the job: "/" or a configured directory. */
 	char *root_path;
 	struct sbx_mounts_entry *entries;
 	size_t entry_count;
@@ -70,7 +70,7 @@ extern const char *const sbx_mounts_builtin_masks[];
 /*
  * Picks the root file system for IMAGE from local.images and local.rootfs. *ROOTFS gets a
  * directory or NULL for the host's root. *IGNORED is set when IMAGE matched nothing and
- * local.unmapped_image says to run anyway; with unmapped_image: reject that is an
+ * local.unmapped_image is "ignore". With unmapped_image "reject" that is an
  * SBX_ERROR_INVALID error.
  */
 int sbx_mounts_select_rootfs(const struct sbx_config *config, const char *image,
@@ -106,7 +106,7 @@ int sbx_mounts_write_etc(const char *etc_dir, const char *hostname, uid_t job_ui
 /*
  * Builds the job's file system and switches to it with pivot_root. Runs in the job init (PID 1
  * of the new namespaces, uid 0 of its user namespace). STAGING is an existing host directory
- * that the new root's tmpfs is mounted on. On failure MESSAGE says which step failed.
+ * that the new root's tmpfs is mounted on. On failure MESSAGE names the step that failed.
  */
 int sbx_mounts_apply(const struct sbx_mounts_plan *plan, const char *staging, char *message,
 		     size_t message_size);

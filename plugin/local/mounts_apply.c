@@ -118,7 +118,7 @@ static int remount_tree_fallback(const char *path, unsigned long flags)
 
 /*
  * Adds ATTRIBUTES (MOUNT_ATTR_*) to the mount at PATH and every mount below it. A plain
- * MS_REMOUNT only changes one mount, which would leave submounts writable; kernels without
+ * MS_REMOUNT only changes one mount, which would leave submounts writable. Kernels without
  * mount_setattr (before 5.12) get the same result from a walk of /proc/self/mountinfo.
  */
 static int restrict_tree(const char *path, uint64_t attributes)

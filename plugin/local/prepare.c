@@ -224,7 +224,7 @@ static int start_init(struct prepare *prepare, pid_t *pid, struct sbx_error *err
 	const char *tmpdir = getenv("TMPDIR");
 	int rc;
 
-	/* The runner's TMPDIR holds the job's secrets (GitLab's response.json). */
+	/* The runner's TMPDIR contains the job's secrets (GitLab's response.json). */
 	if (sbx_mounts_plan_build(config, &sources, executor->journal.state_dir,
 				  executor->cache_base, tmpdir != NULL && tmpdir[0] == '/' ? tmpdir : NULL,
 				  &plan, error) < 0)

@@ -111,8 +111,8 @@ int sbx_process_open_verified(pid_t pid, uint64_t start_time, uint64_t pid_names
 		errno = ESRCH;
 		return -1;
 	}
-	/* A pidfd turns readable when its process has exited; a zombie nobody reaped yet still
-	 * has its /proc entry and start time, but is dead. */
+	/* A pidfd turns readable when its process has exited. A zombie that is not reaped yet
+	 * still has its /proc entry and start time, but it is dead. */
 	if (sbx_process_wait_exit(pidfd, 0) != 0) {
 		errno = ESRCH;
 		return -1;

@@ -2,8 +2,8 @@
 /*
  * Host processes recorded in the journal. A pid read from a file may have been reused by an
  * unrelated process, so every use pairs the pid with its start time (field 22 of
- * /proc/PID/stat, clock ticks since boot) and acts through a pidfd opened before the check:
- * once the check passes, the pidfd pins that exact process.
+ * /proc/PID/stat, clock ticks since boot) and acts through a pidfd opened before the check.
+ * Once the check passes, the pidfd pins that exact process.
  */
 #ifndef SBX_LOCAL_PROCESS_H
 #define SBX_LOCAL_PROCESS_H
@@ -26,7 +26,7 @@ int sbx_process_pid_namespace(pid_t pid, uint64_t *inode);
  * Opens a pidfd for PID and checks that it still is the process that started at START_TIME
  * and, unless PID_NAMESPACE is 0, lives in that pid namespace. Start times count clock ticks
  * (10 ms at the usual USER_HZ of 100), so a pid reused within one tick has the same start
- * time; the namespace, which belongs to the job alone, tells such a process apart. Returns
+ * time. The pid namespace belongs to the job alone and distinguishes such a process. Returns
  * the pidfd, or -1: errno ESRCH when the process is gone or the pid was reused.
  */
 int sbx_process_open_verified(pid_t pid, uint64_t start_time, uint64_t pid_namespace);

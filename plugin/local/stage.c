@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -16,6 +15,7 @@
 
 #include "cgroup.h"
 #include "cleanup.h"
+#include "command.h"
 #include "control.h"
 #include "egress.h"
 #include "error.h"
@@ -27,8 +27,6 @@
 #include "stage.h"
 #include "util.h"
 
-#define SANDBOX_PATH "/.sbx/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#define NO_PROXY_LIST "localhost,127.0.0.1,::1"
 #define CONTROL_TIMEOUT_MS 10000
 /* Bound on the kill of a stage's leftovers: the cgroup empties within milliseconds. */
 #define LEAF_KILL_TIMEOUT_MS 5000
@@ -54,13 +52,6 @@ struct exec {
 	char *egress_log;
 };
 
-static void free_strings(char **strings)
-{
-	for (size_t i = 0; strings != NULL && strings[i] != NULL; i++)
-		free(strings[i]);
-	free(strings);
-}
-
 static void exec_clear(struct exec *exec)
 {
 	if (exec->proxy != NULL)
@@ -72,9 +63,9 @@ static void exec_clear(struct exec *exec)
 	sbx_closep(&exec->control_fd);
 	sbx_closep(&exec->proxy_listen_fd);
 	sbx_closep(&exec->script_fd);
-	free_strings(exec->envp);
-	free_strings(exec->argv);
-	free_strings(exec->exec_paths);
+	sbx_command_free_strings(exec->envp);
+	sbx_command_free_strings(exec->argv);
+	sbx_command_free_strings(exec->exec_paths);
 	free(exec->egress_log);
 	if (exec->have_job)
 		sbx_job_clear(&exec->job);
@@ -189,138 +180,13 @@ static void end_stage(struct exec *exec, const char *id)
 		sbx_warning("sandbox %s: stage %d: %s", id, exec->stage, error.message);
 }
 
-static int name_matches(const char *assignment, const char *other)
-{
-	size_t length = strcspn(assignment, "=");
-
-	return strncmp(assignment, other, length) == 0 && other[length] == '=';
-}
-
-/* The step's environment: sbx's variables, each replaced by one of ENVP with that name. */
-static char **build_environment(const struct sbx_exec_spec *spec, uint16_t proxy_port)
-{
-	static const char *const proxy_names[] = { "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
-						   "https_proxy" };
-	char *own[16];
-	size_t own_count = 0, spec_count = 0, total = 0;
-	char **envp;
-
-	own[own_count++] = strdup("PATH=" SANDBOX_PATH);
-	own[own_count++] = strdup("HOME=/tmp/home");
-	own[own_count++] = strdup("USER=ci");
-	own[own_count++] = strdup("LOGNAME=ci");
-	for (size_t i = 0; i < 4; i++)
-		if (asprintf(&own[own_count++], "%s=http://127.0.0.1:%u", proxy_names[i],
-			     (unsigned) proxy_port) < 0)
-			own[own_count - 1] = NULL;
-	own[own_count++] = strdup("NO_PROXY=" NO_PROXY_LIST);
-	own[own_count++] = strdup("no_proxy=" NO_PROXY_LIST);
-
-	while (spec->envp != NULL && spec->envp[spec_count] != NULL)
-		spec_count++;
-	envp = calloc(own_count + spec_count + 1, sizeof(char *));
-	for (size_t i = 0; i < own_count; i++) {
-		int replaced = 0;
-
-		for (size_t k = 0; k < spec_count && own[i] != NULL; k++)
-			if (name_matches(own[i], spec->envp[k]))
-				replaced = 1;
-		if (envp == NULL || own[i] == NULL || replaced) {
-			free(own[i]);
-			if (own[i] == NULL && envp != NULL) {
-				free_strings(envp);
-				envp = NULL;
-			}
-			continue;
-		}
-		envp[total++] = own[i];
-	}
-	for (size_t k = 0; envp != NULL && k < spec_count; k++) {
-		envp[total] = strdup(spec->envp[k]);
-		if (envp[total++] == NULL) {
-			free_strings(envp);
-			envp = NULL;
-		}
-	}
-	return envp;
-}
-
-/* Candidate paths of COMMAND in the sandbox's PATH (execvpe() would search the host's). */
-static char **build_exec_paths(const char *command)
-{
-	char *copy, *save = NULL;
-	char **paths = calloc(16, sizeof(char *));
-	size_t count = 0;
-
-	if (paths == NULL)
-		return NULL;
-	if (strchr(command, '/') != NULL) {
-		paths[0] = strdup(command);
-		if (paths[0] == NULL) {
-			free(paths);
-			return NULL;
-		}
-		return paths;
-	}
-	copy = strdup(SANDBOX_PATH);
-	for (char *dir = copy != NULL ? strtok_r(copy, ":", &save) : NULL; dir != NULL && count < 15;
-	     dir = strtok_r(NULL, ":", &save)) {
-		if (asprintf(&paths[count], "%s/%s", dir, command) < 0) {
-			paths[count] = NULL;
-			break;
-		}
-		count++;
-	}
-	free(copy);
-	if (count == 0) {
-		free(paths);
-		return NULL;
-	}
-	return paths;
-}
-
-static char **copy_argv(const char *const *argv)
-{
-	size_t count = 0;
-	char **copy;
-
-	while (argv[count] != NULL)
-		count++;
-	copy = calloc(count + 1, sizeof(char *));
-	for (size_t i = 0; copy != NULL && i < count; i++) {
-		copy[i] = strdup(argv[i]);
-		if (copy[i] == NULL) {
-			free_strings(copy);
-			return NULL;
-		}
-	}
-	return copy;
-}
-
-/* Puts the script into a sealed memfd: the shell reads it through a descriptor, so the
- * script's bytes never show in argv and no file holds them. */
-static int create_script_fd(const void *script, size_t length, struct sbx_error *error)
-{
-	_cleanup_close_ int fd = memfd_create("sbx-script", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-
-	if (fd < 0)
-		return sbx_error_errno(error, errno, "cannot create a memfd for the script");
-	if (sbx_write_all(fd, script, length) < 0)
-		return sbx_error_errno(error, errno, "cannot write the script to its memfd");
-	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
-		return sbx_error_errno(error, errno, "cannot seal the script's memfd");
-	if (lseek(fd, 0, SEEK_SET) < 0)
-		return sbx_error_errno(error, errno, "cannot rewind the script's memfd");
-	return steal_fd(&fd);
-}
-
 static int build_command(struct sbx_executor *executor, const struct sbx_exec_spec *spec,
 			 struct exec *exec, struct sbx_error *error)
 {
 	const char *shell = spec->shell != NULL ? spec->shell : executor->config->shell;
 
 	if (spec->argv != NULL) {
-		exec->argv = copy_argv(spec->argv);
+		exec->argv = sbx_command_copy_argv(spec->argv);
 	} else {
 		const char *script_argv[] = { shell, "/proc/self/fd/3", NULL };
 
@@ -328,16 +194,16 @@ static int build_command(struct sbx_executor *executor, const struct sbx_exec_sp
 			return sbx_error_set(error, SBX_ERROR_INVALID,
 					     "exec: shell \"%.64s\" is not supported; use bash or sh",
 					     shell);
-		exec->script_fd = create_script_fd(spec->script, spec->script_length, error);
+		exec->script_fd = sbx_command_script_fd(spec->script, spec->script_length, error);
 		if (exec->script_fd < 0)
 			return -1;
-		exec->argv = copy_argv(script_argv);
+		exec->argv = sbx_command_copy_argv(script_argv);
 	}
-	exec->envp = build_environment(spec, exec->job.proxy_port ? exec->job.proxy_port
+	exec->envp = sbx_command_environment(spec->envp, exec->job.proxy_port ? exec->job.proxy_port
 								  : executor->config->network.proxy_port);
 	if (exec->argv == NULL || exec->envp == NULL)
 		return sbx_error_errno(error, ENOMEM, "cannot build the step's command");
-	exec->exec_paths = build_exec_paths(exec->argv[0]);
+	exec->exec_paths = sbx_command_exec_paths(exec->argv[0]);
 	if (exec->exec_paths == NULL)
 		return sbx_error_errno(error, ENOMEM, "cannot build the step's command");
 	return 0;

@@ -77,7 +77,7 @@ class LocalPluginTest(unittest.TestCase):
         self.base = tempfile.mkdtemp(prefix="sbx-local-test-", dir="/var/lib")
         self.state = os.path.join(self.base, "state")
         self.config = os.path.join(self.base, "config.yaml")
-        # The runner's temporary directory, which holds the job's secrets in GitLab.
+        # The runner's temporary directory, which contains the job's secrets in GitLab.
         self.runner_tmp = os.path.join(self.base, "runner-tmp")
         # Readable by everyone, so only the masks keep the job from reading them.
         os.chmod(self.base, 0o755)
@@ -388,7 +388,7 @@ class LocalPluginTest(unittest.TestCase):
         self.assertEqual(self.host("destroy", "never-prepared").returncode, 0)
 
     def test_destroy_half_done_prepare(self):
-        # A prepare that died after starting the init: the entry says PREPARING.
+        # A prepare that died after starting the init leaves the entry in state "preparing".
         sandbox_id = self.prepare()
         init_pid = self.init_pid(sandbox_id)
         entry = self.journal(sandbox_id)

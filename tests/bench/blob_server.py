@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A minimal HTTP/1.1 server that answers every GET with SIZE bytes, for the egress benchmark.
+"""A minimal HTTP/1.1 server that returns SIZE bytes for every GET, for the egress benchmark.
 
 The body comes from a memfd filled once at start and goes out with sendfile(), so the server
 costs little CPU next to the client and the proxy it is compared through. It serves one
@@ -21,7 +21,7 @@ HEAD_MAX = 16384
 
 
 def read_request_head(connection, deadline):
-    """Read up to the blank line that ends the request head; return it, or None on EOF."""
+    """Read the request head up to its blank line. Return it, or None on EOF or timeout."""
     data = b""
     while b"\r\n\r\n" not in data:
         remaining = deadline - time.monotonic()
@@ -98,7 +98,7 @@ def main():
         requests += 1
         with connection:
             try:
-                # Also bounds one slow client; the benchmark's downloads take seconds.
+                # Also bounds one slow client, since the benchmark's downloads take seconds.
                 serve_one(connection, body_fd, options.size, time.monotonic() + 120)
             except OSError as error:
                 sys.stderr.write("blob_server: connection failed: %s\n" % error)

@@ -6,11 +6,12 @@
  *
  * Prints one line to stdout after CMD has exited:
  *
- *   wall_ns=N status=S tree_maxrss_kib=K [hwm_kib=H rss_kib=R]
+ *   wall_ns=N status=S cpu_us=C tree_maxrss_kib=K [hwm_kib=H rss_kib=R]
  *
  * wall_ns is the monotonic time from just before fork() to the return of wait4(), so it covers
  * process creation, exec, the command and the reaping of its exit status. status is the exit
- * status, or 128 + N when signal N ended CMD. tree_maxrss_kib is wait4()'s ru_maxrss: the
+ * status, or 128 + N when signal N ended CMD. cpu_us is the user plus system CPU time of CMD and
+ * of its waited-for descendants. tree_maxrss_kib is wait4()'s ru_maxrss: the
  * largest peak resident set of CMD and of every descendant that was waited for, because Linux
  * fills wait4's rusage as getrusage(RUSAGE_BOTH) of the child.
  *
@@ -48,6 +49,11 @@ static long long monotonic_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (long long) now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+static long long timeval_us(const struct timeval *value)
+{
+	return (long long) value->tv_sec * 1000000LL + value->tv_usec;
 }
 
 static void usage(FILE *stream)
@@ -115,7 +121,8 @@ static void exec_command(const struct options *options)
 	_exit(127);
 }
 
-/* Reads the "NAME:   N kB" line of /proc/PID/status into *KIB; leaves it alone if missing. */
+/* Reads the "NAME:   N kB" line of /proc/PID/status into *KIB, which stays as it was if the
+ * line is missing. */
 static void read_status_kib(pid_t pid, const char *name, long *kib)
 {
 	char path[64], line[256];
@@ -218,7 +225,8 @@ int main(int argc, char **argv)
 	ended = monotonic_ns();
 
 	exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	printf("wall_ns=%lld status=%d tree_maxrss_kib=%ld", ended - started, exit_status,
+	printf("wall_ns=%lld status=%d cpu_us=%lld tree_maxrss_kib=%ld", ended - started,
+	       exit_status, timeval_us(&usage.ru_utime) + timeval_us(&usage.ru_stime),
 	       usage.ru_maxrss);
 	if (options.peak_rss)
 		printf(" hwm_kib=%ld rss_kib=%ld", hwm_kib, rss_kib);

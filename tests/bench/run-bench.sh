@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs the sbx benchmarks (tests/bench/bench.py) against the binaries in BUILD_DIR and writes
-# docs/benchmarks.md. Takes about five minutes on a 2-core machine; BENCH_QUICK=1 runs fewer
-# repetitions. The test host's network namespace, the benchmark's sandbox and every temporary
+# docs/benchmarks.md. Takes about three minutes on an idle 2-core machine, and BENCH_QUICK=1
+# runs fewer repetitions. The test host's network namespace, the benchmark's sandbox and every temporary
 # file are removed on exit, also after a failure or Ctrl-C.
 #
 #   tests/bench/run-bench.sh BUILD_DIR
@@ -36,7 +36,7 @@ ${CC:-cc} -O2 -g -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -o "$build/bench/measure
 work=$(mktemp -d "${TMPDIR:-/tmp}/sbx-bench.XXXXXX")
 chmod 0755 "$work"
 
-# bench.py removes what it made; this is the backstop for a bench.py that was killed.
+# bench.py removes what it made, and this is the backstop for a bench.py that was killed.
 remove_leftovers() {
 	local namespace veth entry
 	if [ -s "$work/netns" ]; then

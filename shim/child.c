@@ -176,6 +176,15 @@ int sbx_run_in_child(sbx_child_fn fn, void *userdata, int cancel_fd, int64_t tim
 		}
 	}
 
+	/* A SIGTERM sent to the whole process group also ends the child, whose end may be
+	 * seen before the signal pipe: that is still a cancellation. */
+	if (!got_result && !timed_out && cancel_fd >= 0) {
+		struct pollfd pfd = { .fd = cancel_fd, .events = POLLIN };
+
+		if (poll(&pfd, 1, 0) > 0)
+			cancelled = 1;
+	}
+
 	if (pid > 0) {
 		if (got_result)
 			while (waitpid(pid, &wait_status, 0) < 0 && errno == EINTR)

@@ -115,6 +115,14 @@ static void sleep_ms(int ms)
 		;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int write_file(const char *path, const void *data, size_t length)
 {
 	const char *p = data;
@@ -280,13 +288,35 @@ static void exec_child(const struct sbx_exec_spec *spec, int script_fd)
 	_exit(127);
 }
 
-static void stop_process_group(pid_t pid, int pidfd)
-{
-	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+/* Without a pidfd (valgrind 3.19 lacks pidfd_open), poll in slices and check with waitpid. */
+#define FAKE_POLL_SLICE_MS 50
 
+/* Returns 1 once PID has ended (and reaped it into *WAIT_STATUS), 0 otherwise. */
+static int child_ended(pid_t pid, int pidfd, int *wait_status, int *reaped)
+{
+	if (*reaped)
+		return 1;
+	if (pidfd >= 0) {
+		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+		if (poll(&pfd, 1, 0) <= 0)
+			return 0;
+	}
+	if (waitpid(pid, wait_status, WNOHANG) != pid)
+		return 0;
+	*reaped = 1;
+	return 1;
+}
+
+static void stop_process_group(pid_t pid, int pidfd, int *wait_status, int *reaped)
+{
 	kill(-pid, SIGTERM);
-	if (poll(&pfd, 1, FAKE_STOP_GRACE_MS) <= 0)
-		kill(-pid, SIGKILL);
+	for (int waited = 0; waited < FAKE_STOP_GRACE_MS; waited += 10) {
+		if (child_ended(pid, pidfd, wait_status, reaped))
+			return;
+		sleep_ms(10);
+	}
+	kill(-pid, SIGKILL);
 }
 
 static int fake_exec(struct sbx_executor *executor, const struct sbx_exec_spec *spec,
@@ -295,7 +325,7 @@ static int fake_exec(struct sbx_executor *executor, const struct sbx_exec_spec *
 	int failure = env_int("SBX_FAKE_EXEC_FAIL", 0);
 	char path[4096];
 	struct stat st;
-	int script_fd = -1, pidfd, wait_status;
+	int script_fd = -1, pidfd, wait_status = 0, reaped = 0;
 	int64_t deadline_ms = -1;
 	pid_t pid;
 
@@ -338,13 +368,8 @@ static int fake_exec(struct sbx_executor *executor, const struct sbx_exec_spec *
 	if (script_fd >= 0)
 		close(script_fd);
 	pidfd = pidfd_open(pid, 0);
-	if (spec->timeout_seconds > 0) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		deadline_ms = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
-			      spec->timeout_seconds * 1000;
-	}
+	if (spec->timeout_seconds > 0)
+		deadline_ms = now_ms() + spec->timeout_seconds * 1000;
 
 	for (;;) {
 		struct pollfd fds[2] = {
@@ -354,37 +379,43 @@ static int fake_exec(struct sbx_executor *executor, const struct sbx_exec_spec *
 		int wait_ms = -1;
 		int ready;
 
-		if (deadline_ms >= 0) {
-			struct timespec ts;
-			int64_t now;
+		if (child_ended(pid, pidfd, &wait_status, &reaped))
+			break;
 
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			now = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		if (deadline_ms >= 0) {
+			int64_t now = now_ms();
+
 			wait_ms = now >= deadline_ms ? 0 : (int) (deadline_ms - now);
 		}
+		if (pidfd < 0 && (wait_ms < 0 || wait_ms > FAKE_POLL_SLICE_MS))
+			wait_ms = FAKE_POLL_SLICE_MS;
 		ready = poll(fds, spec->cancel_fd >= 0 ? 2 : 1, wait_ms);
 		if (ready < 0 && errno == EINTR)
 			continue;
-		if (ready == 0) {
-			stop_process_group(pid, pidfd);
-			waitpid(pid, &wait_status, 0);
-			close(pidfd);
+		if (ready == 0 && deadline_ms >= 0 && now_ms() >= deadline_ms) {
+			stop_process_group(pid, pidfd, &wait_status, &reaped);
+			if (!reaped)
+				waitpid(pid, &wait_status, 0);
+			if (pidfd >= 0)
+				close(pidfd);
 			record(executor, "exec-timeout %s", spec->id);
 			return fail(error, SBX_ERROR_SYSTEM, "step timed out after %lld s",
 				    (long long) spec->timeout_seconds);
 		}
 		if (spec->cancel_fd >= 0 && fds[1].revents != 0) {
-			stop_process_group(pid, pidfd);
-			waitpid(pid, &wait_status, 0);
-			close(pidfd);
+			stop_process_group(pid, pidfd, &wait_status, &reaped);
+			if (!reaped)
+				waitpid(pid, &wait_status, 0);
+			if (pidfd >= 0)
+				close(pidfd);
 			record(executor, "exec-cancelled %s", spec->id);
 			return fail(error, SBX_ERROR_CANCELLED, "step cancelled");
 		}
-		if (fds[0].revents != 0)
-			break;
 	}
-	waitpid(pid, &wait_status, 0);
-	close(pidfd);
+	if (!reaped)
+		waitpid(pid, &wait_status, 0);
+	if (pidfd >= 0)
+		close(pidfd);
 	*exit_status = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status)
 					      : 128 + WTERMSIG(wait_status);
 	record(executor, "exec-status %s %d", spec->id, *exit_status);

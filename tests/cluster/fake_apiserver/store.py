@@ -471,8 +471,10 @@ class Store:
         """Run one garbage collection pass over ownerReferences and deletion finalizers."""
         changed = False
         for key, objects in list(self.objects.items()):
-            for (ns, name), obj in list(objects.items()):
-                if (ns, name) not in self.objects[key]:
+            for ns, name in list(objects):
+                # Earlier steps of this pass may have changed or removed the object.
+                obj = self.objects[key].get((ns, name))
+                if obj is None:
                     continue
                 changed |= self._gc_object(key, ns, name, obj)
         return changed

@@ -180,7 +180,25 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -ldl
 
-unit-tests: $(UNIT_TESTS) $(TEST_PLUGINS) $(TEST_TOOLS)
+# The Kubernetes client's test driver links the client, not only libdl.
+$(BUILD)/tests/tools/k8s_client_tool: tests/tools/k8s_client_tool.c $(BUILD)/libsbxk8s.a \
+		$(BUILD)/libsbxcommon.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iplugin/agent-sandbox $(call pkg_cflags,$(K8S_PKGS)) -o $@ $< \
+		$(BUILD)/libsbxk8s.a $(BUILD)/libsbxcommon.a $(LDFLAGS) \
+		$(call pkg_libs,$(K8S_PKGS)) -lpthread
+
+# Fuzz targets, built with a main that replays their corpus (tests/fuzz/corpus/<name>).
+FUZZ_REPLAYS := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/%,$(FUZZ_SRC))
+
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(BUILD)/libsbxk8s.a \
+		$(BUILD)/libsbxcommon.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iplugin/agent-sandbox $(call pkg_cflags,$(K8S_PKGS)) -o $@ $< \
+		tests/fuzz/replay.c $(BUILD)/libsbxk8s.a $(BUILD)/libsbxcommon.a $(LDFLAGS) \
+		$(call pkg_libs,$(K8S_PKGS)) -lpthread
+
+unit-tests: $(UNIT_TESTS) $(TEST_PLUGINS) $(TEST_TOOLS) $(FUZZ_REPLAYS)
 
 check-unit: all unit-tests
 	@tests/run-tests.sh --unit-only $(BUILD)

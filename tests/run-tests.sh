@@ -52,6 +52,19 @@ for test in "$build"/tests/test_*; do
 	run_unit "$test"
 done
 
+# Fuzz targets replay their seed corpus; each replay counts as one test.
+for fuzz in "$build"/tests/fuzz/fuzz_*; do
+	[ -x "$fuzz" ] || continue
+	name=$(basename "$fuzz")
+	echo "== fuzz corpus: $name"
+	if "$fuzz" "$top/tests/fuzz/corpus/${name#fuzz_}"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failed_names+=("$name (corpus replay)")
+	fi
+done
+
 if [ "$unit_only" = 0 ] && [ -d "$top/tests/integration" ]; then
 	echo "== integration tests"
 	report=$(mktemp)

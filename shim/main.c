@@ -153,8 +153,9 @@ int main(int argc, char **argv)
 	command = argv[optind];
 	argc -= optind;
 	argv += optind;
-	/* Each command parses its own options from the start of its argument list. */
-	optind = 1;
+	/* Each command parses its own options from the start of its argument list; optind 0
+	 * makes glibc's getopt start over, including its ordering mode. */
+	optind = 0;
 
 	if (strcmp(command, "version") == 0)
 		return print_version();

@@ -108,8 +108,8 @@ static int sandbox_id_from_env(const char **id, struct sbx_error *error)
 	return 0;
 }
 
-/* The host name for the runner's "Running on ... via HOST" banner, which the runner puts
- * unquoted into a shell string: only [A-Za-z0-9._-] survive. */
+/* Writes the host name for the runner's "Running on ... via HOST" banner. The runner inserts
+ * it unescaped between double quotes in a shell command, so only [A-Za-z0-9._-] are kept. */
 static void safe_hostname(char *buf, size_t size)
 {
 	char raw[256];

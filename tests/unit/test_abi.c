@@ -147,7 +147,7 @@ START_TEST(handshake_version_1)
 }
 END_TEST
 
-static void check_refused_version(uint32_t version)
+static void check_rejected_version(uint32_t version)
 {
 	const struct sbx_executor_ops *ops = NULL;
 	struct sbx_error error = { .struct_size = sizeof(error) };
@@ -166,15 +166,15 @@ static void check_refused_version(uint32_t version)
 	dlclose(handle);
 }
 
-START_TEST(handshake_version_0_refused)
+START_TEST(handshake_version_0_rejected)
 {
-	check_refused_version(0);
+	check_rejected_version(0);
 }
 END_TEST
 
-START_TEST(handshake_version_2_refused)
+START_TEST(handshake_version_2_rejected)
 {
-	check_refused_version(2);
+	check_rejected_version(2);
 }
 END_TEST
 
@@ -210,8 +210,8 @@ int main(void)
 	find_plugin();
 	tcase_add_test(tcase, plugin_exports_only_entry);
 	tcase_add_test(tcase, handshake_version_1);
-	tcase_add_test(tcase, handshake_version_0_refused);
-	tcase_add_test(tcase, handshake_version_2_refused);
+	tcase_add_test(tcase, handshake_version_0_rejected);
+	tcase_add_test(tcase, handshake_version_2_rejected);
 	tcase_add_test(tcase, plugin_needs_no_network_library);
 	suite_add_tcase(suite, tcase);
 

@@ -53,19 +53,28 @@ def process_alive(pid):
         return False
 
 
-def processes_of_uid(uid):
-    pids = []
+def namespace_processes(init_pid):
+    """Host pids and uids of the live processes in INIT_PID's pid namespace, except the init.
+
+    Other tests (and other sandboxes) may run at the same time with the same mapped uid, so
+    the sandbox's processes are told apart by their pid namespace.
+    """
+    namespace = os.stat("/proc/%d/ns/pid" % init_pid).st_ino
+    found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == init_pid:
             continue
         try:
+            if os.stat("/proc/%s/ns/pid" % entry).st_ino != namespace:
+                continue
             with open("/proc/%s/status" % entry) as status:
-                for line in status:
-                    if line.startswith("Uid:") and int(line.split()[1]) == uid:
-                        pids.append(int(entry))
-        except (FileNotFoundError, ProcessLookupError):
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+            if fields["State"].split()[0] in ("Z", "X"):
+                continue
+            found.append((int(entry), int(fields["Uid"].split()[0])))
+        except (OSError, KeyError):
             pass
-    return pids
+    return found
 
 
 @unittest.skipUnless(os.geteuid() == 0, "the local backend's root mode needs root")
@@ -282,10 +291,8 @@ class LocalPluginTest(unittest.TestCase):
         proc = subprocess.Popen([HOST_TOOL, "--config", self.config, "exec", sandbox_id, "--",
                                  "sleep", "30"], env=dict(os.environ, SBX_BUILD_DIR=BUILD_DIR))
         try:
-            deadline = time.monotonic() + 10
-            while not processes_of_uid(ID_MAP_BASE + JOB_UID) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.assertNotEqual(processes_of_uid(ID_MAP_BASE + JOB_UID), [])
+            processes = self.wait_for_step_processes(sandbox_id, 1)
+            self.assertEqual([uid for _, uid in processes], [ID_MAP_BASE + JOB_UID])
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
@@ -326,20 +333,22 @@ class LocalPluginTest(unittest.TestCase):
                                  "sh", "-c", "sleep 1000 & sleep 1001"],
                                 env=dict(os.environ, SBX_BUILD_DIR=BUILD_DIR),
                                 stderr=subprocess.PIPE)
-        self.wait_for_uid_processes(2)
+        self.wait_for_step_processes(sandbox_id, 3)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         self.assertEqual(proc.returncode, ERROR_CANCELLED, stderr)
         self.assertLess(time.monotonic() - started, 5)
-        self.assertEqual(processes_of_uid(ID_MAP_BASE + JOB_UID), [])
+        self.assertEqual(namespace_processes(self.init_pid(sandbox_id)), [])
         self.assertEqual(self.host("exec", sandbox_id, "--", "true").returncode, 0)
 
-    def wait_for_uid_processes(self, count):
+    def wait_for_step_processes(self, sandbox_id, count):
+        init_pid = self.init_pid(sandbox_id)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if len(processes_of_uid(ID_MAP_BASE + JOB_UID)) >= count:
-                return
+            processes = namespace_processes(init_pid)
+            if len(processes) >= count:
+                return processes
             time.sleep(0.05)
         self.fail("the step's processes did not start")
 
@@ -349,14 +358,14 @@ class LocalPluginTest(unittest.TestCase):
         proc = subprocess.Popen([HOST_TOOL, "--config", self.config, "exec", sandbox_id, "--",
                                  "sh", "-c", "setsid sleep 1000 & sleep 1001"],
                                 env=dict(os.environ, SBX_BUILD_DIR=BUILD_DIR))
-        self.wait_for_uid_processes(3)
+        self.wait_for_step_processes(sandbox_id, 3)
         proc.kill()
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while processes_of_uid(ID_MAP_BASE + JOB_UID) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(processes_of_uid(ID_MAP_BASE + JOB_UID), [])
         init_pid = self.init_pid(sandbox_id)
+        deadline = time.monotonic() + 5
+        while namespace_processes(init_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(namespace_processes(init_pid), [])
         self.assertTrue(process_alive(init_pid))
         result = self.host("exec", sandbox_id, "--", "sh", "-c", "echo alive")
         self.assertEqual(result.stdout, b"alive\n")
@@ -448,6 +457,43 @@ class LocalPluginTest(unittest.TestCase):
         self.assertEqual(result.returncode, ERROR_SYSTEM, result.stderr)
         self.assertIn(b"no-such-root", result.stderr)
         self.assert_gone(sandbox_id)
+
+    # Configuration.
+
+    def test_check_reports_prerequisites(self):
+        result = self.host("check")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        lines = result.stdout.decode().splitlines()
+        for name in ["user namespaces", "uid mapping", "cgroups", "seccomp", "state directory"]:
+            self.assertTrue(any(line.startswith("ok: %s:" % name) for line in lines),
+                            "%s not ok in %s" % (name, lines))
+        self.assertTrue(any(": gitlab-runner:" in line for line in lines))
+
+    def test_gitlab_runner_binary_exposed(self):
+        fake = os.path.join(self.base, "fake-gitlab-runner")
+        with open(fake, "w") as file:
+            file.write("#!/bin/sh\necho fake runner \"$@\"\n")
+        os.chmod(fake, 0o755)
+        self.write_config("local:\n  gitlab_runner_path: %s\n" % fake)
+        sandbox_id = self.prepare()
+        result = self.run_script(sandbox_id, "command -v gitlab-runner; gitlab-runner artifacts")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, b"/.sbx/bin/gitlab-runner\nfake runner artifacts\n")
+
+    def test_unmapped_image_rejected(self):
+        self.write_config("local:\n  unmapped_image: reject\n")
+        sandbox_id = "t-" + secrets.token_hex(6)
+        result = self.host("prepare", sandbox_id, "--image", "ruby:3.3")
+        self.assertEqual(result.returncode, 205, result.stderr)
+        self.assertIn(b"ruby:3.3", result.stderr)
+        self.assert_gone(sandbox_id)
+
+    def test_unmapped_image_announced(self):
+        sandbox_id = "t-" + secrets.token_hex(6)
+        self.sandboxes.append(sandbox_id)
+        result = self.host("prepare", sandbox_id, "--image", "ruby:3.3")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"\"ruby:3.3\" has no entry in local.images and is ignored", result.stderr)
 
     # Network.
 

@@ -493,10 +493,14 @@ class Bench:
             stats.table_row("replacing a small file in the state directory (write, fsync, "
                             "rename)", fsync_ms, "ms"),
             "",
-            "A move into a cgroup takes the kernel's cgroup_threadgroup_rwsem for writing, "
-            "which waits for an RCU grace period unless a writer released it moments before "
-            "or the cgroup2 hierarchy is mounted with `favordynmods`. Hence the gap between "
-            "the runs after idle and the runs back to back.",
+            "A write to `cgroup.procs` takes the kernel's cgroup_threadgroup_rwsem for "
+            "writing, which waits for an RCU grace period unless a writer released it moments "
+            "before. Hence the gap between the runs after idle and the runs back to back. "
+            "Since Linux 6.0 the cgroup2 mount option `favordynmods` (or "
+            "`CONFIG_CGROUP_FAVOR_DYNMODS`, or the boot option `cgroup_favordynmods=1`, which "
+            "also covers cgroup v1) trades this wait for slower forks and exits, and a process "
+            "created in its cgroup2 cgroup with `clone3(CLONE_INTO_CGROUP)` needs no write at "
+            "all. Each cgroup v1 hierarchy still needs one.",
             "",
         ]
         for name, rows, census in self.breakdown:
@@ -711,4 +715,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as interrupt:
+        say("stopped by %s; what the benchmark created is removed" % interrupt)
+        sys.exit(130)

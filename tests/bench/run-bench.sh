@@ -53,8 +53,12 @@ remove_leftovers() {
 	rm -rf "$work"
 }
 trap remove_leftovers EXIT
-trap 'exit 130' INT TERM
 
 quick=()
 [ "${BENCH_QUICK:-0}" = 1 ] && quick=(--quick)
-/usr/bin/python3 "$here/bench.py" "${quick[@]}" "$build" "$work" "$report"
+/usr/bin/python3 "$here/bench.py" "${quick[@]}" "$build" "$work" "$report" &
+bench=$!
+# bash runs a trap only after the foreground command ends, so bench.py runs in the background
+# and gets the signal passed on; it removes its sandbox and test host on SIGTERM.
+trap 'kill -TERM "$bench" 2>/dev/null; wait "$bench"; exit 130' INT TERM
+wait "$bench"

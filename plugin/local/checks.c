@@ -87,7 +87,8 @@ static void check_id_mapping(struct checks *checks, const struct sbx_executor *e
 	sbx_ids_host_detect(&host);
 	if (sbx_ids_plan(executor->config, &host, &map, &error) < 0) {
 		report(checks, SBX_CHECK_FAILED, "uid mapping", error.message,
-		       "see the message: it names the missing piece");
+		       "install the uidmap package and give the runner's user subordinate ids in "
+		       "/etc/subuid and /etc/subgid, or run sbx as root");
 		return;
 	}
 	snprintf(detail, sizeof(detail), "%s mode: the job runs as uid %u, host uid %u%s",
@@ -128,7 +129,8 @@ static void check_cgroups(struct checks *checks, const struct sbx_executor *exec
 	snprintf(id, sizeof(id), "doctor-%s", hex);
 	if (sbx_cgroup_job_create(id, &limits, &job, &error) < 0) {
 		report(checks, SBX_CHECK_FAILED, "cgroups", error.message,
-		       "see the message: it names the controller or permission and the fix");
+		       "run sbx as root, or delegate a cgroup subtree with the memory, pids and cpu "
+		       "controllers to the runner's user (systemd: Delegate=yes on its service)");
 		return;
 	}
 	snprintf(detail, sizeof(detail), "%s layout; a job cgroup with the configured limits can "

@@ -458,6 +458,17 @@ class LocalPluginTest(unittest.TestCase):
         self.assertIn(b"no-such-root", result.stderr)
         self.assert_gone(sandbox_id)
 
+    def test_init_exits_at_deadline(self):
+        self.write_config("deadline_margin: 0\n")
+        sandbox_id = self.prepare("--timeout", "2")
+        init_pid = self.init_pid(sandbox_id)
+        self.assertTrue(process_alive(init_pid))
+        deadline = time.monotonic() + 10
+        while process_alive(init_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(process_alive(init_pid))
+        self.assertIn("%s local dead" % sandbox_id, self.host("list").stdout.decode())
+
     # Configuration.
 
     def test_check_reports_prerequisites(self):

@@ -391,6 +391,8 @@ static int run_child(struct sbx_executor *executor, const struct sbx_exec_spec *
 			sbx_error_errno(error, errno, "cannot start the stage's child");
 		kill(pid, SIGKILL);
 		waitpid(pid, &child_status, 0);
+		memset(&leaf_error, 0, sizeof(leaf_error));
+		sbx_cgroup_leaf_kill(&exec->job.cgroup, exec->leaf, LEAF_KILL_TIMEOUT_MS, &leaf_error);
 		return -1;
 	}
 	sbx_closep(&go_fd);

@@ -1,12 +1,10 @@
 """Shared helpers for the test_cluster_* tests: the fake cluster, a WebSocket exec client,
 kubectl, and network namespaces that act as hosts outside the cluster."""
 import asyncio
-import glob
 import os
 import shutil
 import subprocess
 import sys
-import time
 import unittest
 import urllib.parse
 
@@ -122,14 +120,28 @@ async def _exec(url, protocols, ssl_context, headers, stdin_chunks, close_stdin,
                 on_message):
     import aiohttp
     result = ExecResult()
+    try:
+        return await _exec_session(aiohttp, result, url, protocols, ssl_context, headers,
+                                   stdin_chunks, close_stdin, timeout, on_message)
+    finally:
+        # TLS transports close asynchronously; let them finish before the loop ends.
+        await asyncio.sleep(0.02)
+
+
+async def _exec_session(aiohttp, result, url, protocols, ssl_context, headers, stdin_chunks,
+                        close_stdin, timeout, on_message):
     async with aiohttp.ClientSession() as session:
         try:
             ws = await session.ws_connect(url, protocols=protocols, ssl=ssl_context,
                                           headers=headers, autoping=True, timeout=timeout)
         except aiohttp.WSServerHandshakeError as error:
             result.handshake_status = error.status
+            # aiohttp 3.8 keeps the failed handshake's connection acquired; closing the
+            # connector closes it before the event loop goes away.
+            await session.connector.close()
+            await asyncio.sleep(0.01)
             return result
-        async with ws:
+        try:
             result.protocol = ws.protocol
             for chunk in stdin_chunks:
                 await ws.send_bytes(b"\x00" + chunk)
@@ -144,15 +156,20 @@ async def _exec(url, protocols, ssl_context, headers, stdin_chunks, close_stdin,
                         result.channels[data[0]] = result.channels.get(data[0], b"") + data[1:]
                         if on_message:
                             await on_message(ws, data)
-                    elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                          aiohttp.WSMsgType.CLOSING):
+                    elif message.type == aiohttp.WSMsgType.CLOSE:
+                        # The close code of the server's close frame; aiohttp's own
+                        # close_code turns into 1006 if answering the close frame fails.
+                        result.close_code = message.data
+                        break
+                    elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                         break
                     elif message.type == aiohttp.WSMsgType.ERROR:
                         result.error = message.data
                         break
             except asyncio.TimeoutError:
                 result.error = "timeout"
-            result.close_code = ws.close_code
+        finally:
+            await ws.close()
     return result
 
 
@@ -250,10 +267,3 @@ def leftover_netns(prefix):
 def process_exists(pid):
     return pid is not None and os.path.exists("/proc/%d" % pid)
 
-
-def bundled_versions():
-    return sorted(glob.glob(os.path.join(BUNDLED_KUBECTL_DIR, "kubectl.1.*")))
-
-
-def monotonic():
-    return time.monotonic()

@@ -268,14 +268,18 @@ class PodRuntime:
                 try:
                     await asyncio.wait_for(self.unshare.wait(), 5)
                 except asyncio.TimeoutError:
-                    log.error("pod %s/%s: sandbox process %d did not exit", self.namespace,
-                              self.name, self.unshare.pid)
-            for container in self.containers:
-                if container.process and container.process.returncode is None:
+                    log.error("pod %s/%s: sandbox process %d did not exit, killing it",
+                              self.namespace, self.name, self.unshare.pid)
+                    kill_quietly(self.unshare.pid, signal.SIGKILL)
+                    await self.unshare.wait()
+            for process in [c.process for c in self.containers] + list(self.exec_processes):
+                if process and process.returncode is None:
                     try:
-                        await asyncio.wait_for(container.process.wait(), 5)
+                        await asyncio.wait_for(process.wait(), 5)
                     except asyncio.TimeoutError:
-                        pass
+                        log.error("pod %s/%s: process %d outlived its PID namespace, killing "
+                                  "it", self.namespace, self.name, process.pid)
+                        kill_quietly(process.pid, signal.SIGKILL)
             for task in self.tasks:
                 task.cancel()
             if self.netns:
@@ -287,17 +291,15 @@ class PodRuntime:
             self.stopped.set()
 
     def kill_all(self):
-        """SIGKILL the pod's init process, which ends every process in its PID namespace."""
+        """SIGKILL the pod's init process, which ends every process in its PID namespace.
+
+        unshare, the init's parent, then reaps it and exits. Killing unshare first would
+        leave the init as a zombie for the host's PID 1, which may never reap it.
+        """
         if self.pause_pid:
             kill_quietly(self.pause_pid, signal.SIGKILL)
-        if self.unshare and self.unshare.returncode is None:
+        elif self.unshare and self.unshare.returncode is None:
             kill_quietly(self.unshare.pid, signal.SIGKILL)
-        for container in self.containers:
-            if container.process and container.process.returncode is None:
-                kill_quietly(container.process.pid, signal.SIGKILL)
-        for process in list(self.exec_processes):
-            if process.returncode is None:
-                kill_quietly(process.pid, signal.SIGKILL)
 
     def describe(self):
         return {"namespace": self.namespace, "name": self.name, "uid": self.uid,

@@ -496,11 +496,11 @@ class Bench:
             "A write to `cgroup.procs` takes the kernel's cgroup_threadgroup_rwsem for "
             "writing, which waits for an RCU grace period unless a writer released it moments "
             "before. Hence the gap between the runs after idle and the runs back to back. "
-            "Since Linux 6.0 the cgroup2 mount option `favordynmods` (or "
-            "`CONFIG_CGROUP_FAVOR_DYNMODS`, or the boot option `cgroup_favordynmods=1`, which "
-            "also covers cgroup v1) trades this wait for slower forks and exits, and a process "
-            "created in its cgroup2 cgroup with `clone3(CLONE_INTO_CGROUP)` needs no write at "
-            "all. Each cgroup v1 hierarchy still needs one.",
+            "Since Linux 6.0 the cgroup2 mount option `favordynmods` trades this wait for "
+            "slower forks and exits. `CONFIG_CGROUP_FAVOR_DYNMODS` and the boot option "
+            "`cgroup_favordynmods=1` do the same, and the boot option also covers cgroup v1. "
+            "A process created in its cgroup2 cgroup with `clone3(CLONE_INTO_CGROUP)` needs "
+            "no write at all, but each cgroup v1 hierarchy still needs one.",
             "",
         ]
         for name, rows, census in self.breakdown:

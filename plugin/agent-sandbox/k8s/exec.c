@@ -91,6 +91,9 @@ static void session_fail(struct exec_session *session, enum sbx_error_class erro
 		session->failed = 1;
 	}
 	session->done = 1;
+	/* lws_service() goes on polling after a timer callback; make it return. */
+	if (session->context != NULL)
+		lws_cancel_service(session->context);
 }
 
 static void lws_log_to_sbx(int level, const char *line)
@@ -345,8 +348,7 @@ static void on_established(struct exec_session *session, struct lws *wsi)
 	session->last_rx_ms = sbx_monotonic_ms();
 	session->last_ping_ms = session->last_rx_ms;
 	sbx_debug("k8s exec: connected with %s", session->result->protocol);
-	if (session->stdin_wanted && !session->v5 &&
-	    session->options->stdin_mode == K8S_EXEC_STDIN_STREAM) {
+	if (!session->v5 && session->options->stdin_mode == K8S_EXEC_STDIN_STREAM) {
 		session_fail(session, SBX_ERROR_SYSTEM,
 			     "exec: the server speaks only %s, which cannot close stdin; run the "
 			     "command with counted stdin or without stdin",

@@ -8,34 +8,34 @@ import time
 import unittest
 
 from harness import gitlab_runner
-from harness.support import SbxTestCase
+from harness.support import SbxTestCase, sleeper, unique_seconds
 
 
 def ready_marker(tag):
     return "echo %s-$((6*7))-ready" % tag, ("%s-42-ready" % tag).encode()
 
 
-def sleeper(seconds):
-    """Needle for a `sleep SECONDS` process in /proc/*/cmdline."""
-    return b"sleep\x00" + seconds.encode() + b"\x00"
-
-
 class KilledSbxTest(SbxTestCase):
 
     def test_sigkill_mid_stage_stops_step(self):
+        first = unique_seconds()
+        second = unique_seconds()
         attempt = self.prepared(self.new_job())
         self.run_ok(attempt, "get_sources", ["true"], body=attempt.get_sources_body())
         command, marker = ready_marker("kill")
         record = attempt.start_stage("build_script", commands=[
-            "echo kept > kept-file", "sleep 1234.11 &", command, "sleep 1234.12"])
+            "echo kept > kept-file", "sleep %s &" % first, command, "sleep " + second])
         self.assertTrue(record.wait_output(marker, 60), self.describe([record]))
-        self.assertEqual(len(gitlab_runner.sandbox_processes(sleeper("1234.11"))), 1)
+        self.assertTrue(self.wait_until(
+            lambda: len(gitlab_runner.sandbox_processes(sleeper(first))) == 1
+            and len(gitlab_runner.sandbox_processes(sleeper(second))) == 1, 10),
+            "the step's sleep processes never started")
         self.exempt_records.add(id(record))
 
         os.kill(record.pid, signal.SIGKILL)  # sbx only, not its process group
         self.assertTrue(self.wait_until(
-            lambda: not gitlab_runner.sandbox_processes(sleeper("1234.11"))
-            and not gitlab_runner.sandbox_processes(sleeper("1234.12")), 10),
+            lambda: not gitlab_runner.sandbox_processes(sleeper(first))
+            and not gitlab_runner.sandbox_processes(sleeper(second)), 10),
             "the step's processes outlived the SIGKILLed sbx")
         self.assertTrue(record.finished.wait(10), "stdout/stderr stayed open")
         self.assertEqual(record.returncode, -signal.SIGKILL)
@@ -50,14 +50,17 @@ class KilledSbxTest(SbxTestCase):
         self.assertStateEmpty()
 
     def test_cleanup_races_terminating_run(self):
+        seconds = unique_seconds()
         attempt = self.prepared(self.new_job())
         self.run_ok(attempt, "get_sources", ["true"], body=attempt.get_sources_body())
         command, marker = ready_marker("race")
         ctx = gitlab_runner.Context()
         record = attempt.start_stage("build_script", ctx=ctx, commands=[
-            "trap '' TERM", command, "sleep 1234.13"])
+            "trap '' TERM", command, "sleep " + seconds])
         self.assertTrue(record.wait_output(marker, 60), self.describe([record]))
 
+        self.assertTrue(self.wait_until(
+            lambda: gitlab_runner.sandbox_processes(sleeper(seconds)), 10))
         ctx.cancel()  # the runner's SIGTERM to run_exec's process group
         self.assertTrue(self.wait_until(lambda: record.signals, 5))
         sandbox_id = attempt.job_env["SBX_SANDBOX_ID"]
@@ -66,7 +69,7 @@ class KilledSbxTest(SbxTestCase):
         self.assertTrue(record.finished.wait(60), "run_exec did not end")
         self.assertEqual(cleanup.returncode, 0, self.describe([cleanup]))
         self.assertIn(record.returncode, (0, 1, 2), self.describe([record]))
-        self.assertEqual(gitlab_runner.sandbox_processes(sleeper("1234.13")), [])
+        self.assertEqual(gitlab_runner.sandbox_processes(sleeper(seconds)), [])
         self.assertSandboxGone(sandbox_id)
         self.assertStateEmpty()
 

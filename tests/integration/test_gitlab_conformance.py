@@ -14,7 +14,7 @@ import unittest
 
 from harness import gitlab_runner
 from harness.gitlab_runner import BuildError, UnknownFailure
-from harness.support import SbxTestCase
+from harness.support import SbxTestCase, sleeper, unique_seconds
 
 ID_PATTERN = re.compile(r"^j(\d+)-[0-9a-f]{8}$")
 USER_FLOW = ["prepare_script", "get_sources", "build_script", "after_script",
@@ -108,14 +108,15 @@ class GitLabConformanceTest(SbxTestCase):
 
     def test_script_timeout_runs_after_script(self):
         command, marker = ready_marker("script-timeout")
-        job = self.new_job(script_timeout=4, script=[command, "sleep 1234.3"],
+        seconds = unique_seconds()
+        job = self.new_job(script_timeout=4, script=[command, "sleep " + seconds],
                            after_script=["echo status=$CI_JOB_STATUS"])
         result = self.runner.run_job(job)
         self.assertEqual(result.status, "timedout", bytes(result.log).decode(errors="replace"))
         self.assertEqual(result.stages(), USER_FLOW)
         self.assertIn(marker, bytes(result.log))
         self.assertIn(b"status=timedout\n", bytes(result.log))
-        self.assertEqual(gitlab_runner.sandbox_processes(b"sleep\x001234.3\x00"), [])
+        self.assertNoProcesses(sleeper(seconds))
         self.assertStateEmpty()
 
     def test_script_failure_writes_exit_code(self):
@@ -222,10 +223,12 @@ class GitLabConformanceTest(SbxTestCase):
 
     def test_cancel_during_build_script(self):
         command, marker = ready_marker("build")
+        seconds = unique_seconds()
         job = self.new_job(
-            script=["echo kept > canceled-file", "sleep 1234.5 &", command, "sleep 600"],
+            script=["echo kept > canceled-file", "sleep %s &" % seconds, command, "sleep 600"],
             after_script=["cat canceled-file", "echo status=$CI_JOB_STATUS",
-                          "if grep -qs '1234\\.5' /proc/[0-9]*/cmdline; then echo sleeper-alive;"
+                          "if grep -qs '%s' /proc/[0-9]*/cmdline; then echo sleeper-alive;"
+                          % seconds.replace(".", "\\.") +
                           " else echo sleeper-gone; fi"])
         result = self.runner.run_job(job, cancel_on_output=marker)
         log = bytes(result.log)
@@ -241,7 +244,7 @@ class GitLabConformanceTest(SbxTestCase):
         self.assertIn(b"kept\n", bytes(after.stdout))
         self.assertIn(b"status=canceled\n", bytes(after.stdout))
         self.assertIn(b"sleeper-gone\n", bytes(after.stdout))
-        self.assertEqual(gitlab_runner.sandbox_processes(b"sleep\x001234.5\x00"), [])
+        self.assertNoProcesses(sleeper(seconds))
         self.assertEqual(result.kinds()[-1], "cleanup")
         self.assertStateEmpty()
 
@@ -249,7 +252,8 @@ class GitLabConformanceTest(SbxTestCase):
         # The step ignores SIGTERM, so sbx stays in its stop_grace while cleanup runs.
         self.settings.build_finish_timeout = 0.5
         command, marker = ready_marker("timeout")
-        job = self.new_job(timeout=8, script=["trap '' TERM", command, "sleep 1234.6"],
+        seconds = unique_seconds()
+        job = self.new_job(timeout=8, script=["trap '' TERM", command, "sleep " + seconds],
                            after_script=["echo after-ran"])
         result = self.runner.run_job(job)
         self.assertEqual(result.status, "timedout", bytes(result.log).decode(errors="replace"))
@@ -263,8 +267,7 @@ class GitLabConformanceTest(SbxTestCase):
         self.assertLess(cleanup.start_time, build.end_time,
                         "cleanup did not overlap the terminating run_exec")
         self.assertNotIn(b"after-ran", bytes(result.log))
-        self.assertTrue(self.wait_until(
-            lambda: not gitlab_runner.sandbox_processes(b"sleep\x001234.6\x00"), 10))
+        self.assertNoProcesses(sleeper(seconds), timeout=10)
         self.assertStateEmpty()
 
     def test_large_script_and_variables(self):
@@ -330,16 +333,16 @@ class GitLabConformanceTest(SbxTestCase):
         attempt.cleanup()
 
     def test_leftover_daemon_releases_pipes(self):
+        daemon = unique_seconds()
+        background = unique_seconds()
         attempt = self.prepared(self.new_job())
         attempt.run_stage("get_sources", body=attempt.get_sources_body())
         record = attempt.run_stage("build_script", commands=[
-            "(setsid sleep 1234.7 &)", "nohup sleep 1234.8 &", "echo left"])
+            "(setsid sleep %s &)" % daemon, "nohup sleep %s &" % background, "echo left"])
         self.assertEqual(record.returncode, 0, self.describe([record]))
         self.assertLess(record.pipe_delay, 1.0)
-        self.assertTrue(self.wait_until(
-            lambda: not gitlab_runner.sandbox_processes(b"sleep\x001234.7\x00")
-            and not gitlab_runner.sandbox_processes(b"sleep\x001234.8\x00"), 5),
-            "processes a step left behind survive the step")
+        self.assertNoProcesses(sleeper(daemon), timeout=5)
+        self.assertNoProcesses(sleeper(background), timeout=5)
         attempt.cleanup()
 
     def test_concurrent_jobs_of_one_project(self):

@@ -11,7 +11,7 @@ import time
 import unittest
 
 from harness import gitlab_runner
-from harness.support import SbxTestCase, TestNetwork
+from harness.support import SbxTestCase, TestNetwork, sleeper, unique_seconds
 
 ALLOWED = "192.0.2.2"
 REFUSED = "192.0.2.3"
@@ -125,7 +125,8 @@ class SandboxIsolationTest(SbxTestCase):
         return record, bytes(record.stdout)
 
     def test_host_processes_invisible(self):
-        host_sleeper = subprocess.Popen(["sleep", "987.65"])
+        seconds = unique_seconds()
+        host_sleeper = subprocess.Popen(["sleep", seconds])
         self.addCleanup(host_sleeper.wait)
         self.addCleanup(host_sleeper.kill)
         record, stdout = self.run_user([
@@ -133,7 +134,7 @@ class SandboxIsolationTest(SbxTestCase):
             "echo; done 2>/dev/null", "echo count=$(ls -d /proc/[0-9]* | wc -l)",
             "echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)"])
         self.assertEqual(record.returncode, 0, self.describe([record]))
-        self.assertNotIn(b"987.65", stdout)
+        self.assertNotIn(seconds.encode(), stdout)
         count = int(re.search(rb"count=(\d+)", stdout).group(1))
         self.assertLess(count, 15, stdout.decode(errors="replace"))
         self.assertNotIn(b"systemd", re.search(rb"pid1=(.*)", stdout).group(1))
@@ -235,11 +236,14 @@ class SandboxIsolationTest(SbxTestCase):
             self.assertRegex(stdout, rb"(?m)^[1-9]\d*$")
 
     def test_job_uid_not_runner(self):
+        seconds = unique_seconds()
         command, marker = ready_marker("uid")
         record = self.attempt.start_stage("build_script", commands=[
-            "echo inside-uid=$(id -u)", command, "sleep 1234.9"])
+            "echo inside-uid=$(id -u)", command, "sleep " + seconds])
         self.assertTrue(record.wait_output(marker, 60), self.describe([record]))
-        pids = gitlab_runner.sandbox_processes(b"sleep\x001234.9\x00")
+        needle = sleeper(seconds)
+        self.assertTrue(self.wait_until(lambda: gitlab_runner.sandbox_processes(needle), 10))
+        pids = gitlab_runner.sandbox_processes(needle)
         self.assertEqual(len(pids), 1, pids)
         with open("/proc/%d/status" % pids[0]) as f:
             status = f.read()

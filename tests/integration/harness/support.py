@@ -20,6 +20,17 @@ PIPE_DELAY_MAX = 1.0
 ALLOWED_EXIT_CODES = (0, 1, 2)
 
 
+def unique_seconds():
+    """A `sleep` argument no other test run uses, so its process can be found host-wide
+    even while other suites run on the same machine."""
+    return "%d.%06d" % (random.randint(5000, 9999), random.randint(0, 999999))
+
+
+def sleeper(seconds):
+    """Needle for a `sleep SECONDS` process in /proc/*/cmdline."""
+    return b"sleep\x00" + seconds.encode() + b"\x00"
+
+
 def yaml_scalar(value):
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -230,6 +241,28 @@ class SbxTestCase(unittest.TestCase):
                 continue
             pids.append(int(name))
         return pids
+
+    @staticmethod
+    def describe_pids(pids):
+        """Status lines and cgroups of PIDS, for failure messages."""
+        parts = []
+        for pid in pids:
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    status = [line for line in f.read().split("\n")
+                              if line.split(":")[0] in ("Name", "State", "PPid", "Uid")]
+                with open("/proc/%d/cgroup" % pid) as f:
+                    cgroups = f.read().split()
+                parts.append("pid %d: %s %s" % (pid, status, cgroups))
+            except OSError as exc:
+                parts.append("pid %d: %s" % (pid, exc))
+        return "\n".join(parts)
+
+    def assertNoProcesses(self, needle, timeout=0):
+        """No host process has NEEDLE in its command line (within TIMEOUT seconds)."""
+        self.wait_until(lambda: not gitlab_runner.sandbox_processes(needle), timeout)
+        pids = gitlab_runner.sandbox_processes(needle)
+        self.assertEqual(pids, [], "processes still running:\n" + self.describe_pids(pids))
 
     def assertSandboxGone(self, sandbox_id):
         self.assertFalse(os.path.exists(os.path.join(self.state_dir, "sandboxes",

@@ -213,7 +213,8 @@ def classify_exit(returncode, exit_code_file):
     if returncode == SYSTEM_FAILURE_EXIT_CODE:
         return SystemFailure("exit status 2")
     if returncode < 0:
-        name = signal.Signals(-returncode).name
+        # Go's os.ProcessState prints the lowercase signal description ("signal: killed").
+        name = (signal.strsignal(-returncode) or "signal %d" % -returncode).lower()
         return UnknownFailure(-1, "unknown Custom executor executable exit code -1; executable "
                               "execution terminated with: signal: %s" % name)
     return UnknownFailure(returncode, "unknown Custom executor executable exit code %d; "

@@ -11,7 +11,7 @@ import urllib.parse
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(TOP, "tests", "cluster"))
 
-from fake_apiserver import FakeCluster  # noqa: E402,F401
+from fake_apiserver import FakeCluster  # noqa: E402,F401 (re-exported for the tests)
 
 KUBECTL = shutil.which("kubectl")
 # The machine image's kubectl is a dispatcher that runs a bundled client matching the server's
@@ -157,8 +157,8 @@ async def _exec_session(aiohttp, result, url, protocols, ssl_context, headers, s
                         if on_message:
                             await on_message(ws, data)
                     elif message.type == aiohttp.WSMsgType.CLOSE:
-                        # The close code of the server's close frame; aiohttp's own
-                        # close_code turns into 1006 if answering the close frame fails.
+                        # Take the code from the server's close frame, because aiohttp's own
+                        # close_code becomes 1006 when sending the reply frame fails.
                         result.close_code = message.data
                         break
                     elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
@@ -189,7 +189,7 @@ def ws_exec(cluster, namespace, pod, argv, protocols=("v5.channel.k8s.io", "v4.c
 
 class TestHost:
     """A network namespace made by the test, linked to the cluster's node namespace by a veth
-    pair, running a TCP server that answers every connection with "hello <name>"."""
+    pair, running a TCP server that sends "hello <name>" on every connection."""
 
     counter = 0
 

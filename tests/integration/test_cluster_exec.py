@@ -107,7 +107,7 @@ class ClusterExecTest(unittest.TestCase):
                          protocols=("v9.channel.k8s.io",))
         self.assertEqual(result.handshake_status, 403)
 
-    def test_legacy_server_refuses_v5(self):
+    def test_legacy_server_rejects_v5(self):
         self.cluster.set_faults([{"type": "exec-legacy"}])
         only_v5 = ws_exec(self.cluster, "default", "exec-target", ["true"], protocols=(V5,))
         self.assertEqual(only_v5.handshake_status, 403)

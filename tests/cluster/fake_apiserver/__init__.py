@@ -178,7 +178,7 @@ class FakeCluster:
             connection.close()
 
     def api(self, method, path, body=None, **kwargs):
-        """Send a request and decode the JSON answer; returns (status, object)."""
+        """Send a request and decode the JSON response; returns (status, object)."""
         status, headers, data = self.raw_request(method, path, body, **kwargs)
         if headers.get("Content-Type", "").startswith("application/json") and data:
             return status, json.loads(data)
@@ -187,7 +187,7 @@ class FakeCluster:
     def must(self, method, path, body=None, expect=(200, 201), **kwargs):
         status, obj = self.api(method, path, body, **kwargs)
         if status not in expect:
-            raise ClusterError("%s %s answered %d: %s" % (method, path, status, obj))
+            raise ClusterError("%s %s returned %d: %s" % (method, path, status, obj))
         return obj
 
     # --- admin endpoints ----------------------------------------------------------------

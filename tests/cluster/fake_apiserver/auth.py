@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ADMIN_GROUP = "system:masters"
 
-# Identities used when no --auth-config file is given. "runner" holds the verbs an Agent
+# Identities used when no --auth-config file is given. "runner" has the verbs an Agent
 # Sandbox client needs; "runner-no-exec" lacks pods/exec, "viewer" can only read.
 DEFAULT_IDENTITIES = [
     {"name": "admin", "groups": [ADMIN_GROUP]},

@@ -2,7 +2,7 @@
 
 
 class ApiError(Exception):
-    """An API error answered as a JSON Status (kind Status, apiVersion v1)."""
+    """An API error returned as a JSON Status (kind Status, apiVersion v1)."""
 
     def __init__(self, code, reason, message, details=None, headers=None):
         super().__init__(message)

@@ -295,7 +295,12 @@ class ExecSession:
     async def run(self, ws):
         self.ws = ws
         await self.start_process()
-        first = STDOUT if self.stdout else (STDERR if self.stderr and not self.tty else STATUS)
+        if self.stdout:
+            first = STDOUT
+        elif self.stderr and not self.tty:
+            first = STDERR
+        else:
+            first = STATUS
         await self.send(first, b"")
         pumps = []
         if self.tty:

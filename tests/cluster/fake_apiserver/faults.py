@@ -7,17 +7,17 @@ watch, create, update, patch, delete, deletecollection), "resource" ("pods", "po
 "times" limits how often it fires (unset: until cleared).
 
 Types:
-  status          answer with "code" (and "reason", "message", "retryAfter" seconds,
+  status          return "code" (and "reason", "message", "retryAfter" seconds,
                   "contentType": json | text | html) instead of serving the request
   latency         sleep "ms" milliseconds before serving
-  reset           reset the TCP connection without an answer
+  reset           reset the TCP connection without a response
   watch-drop      abort a watch after "afterEvents" events (default 1), mid-stream
   watch-split     split every watch event across several HTTP chunks
   expire-rv       resourceVersions older than "before" (a number, or "current") are gone:
                   watches get an ERROR event with a 410 Status ("mode": "event", default) or an
-                  HTTP 410 answer ("mode": "http"); applied once when the fault is added
-  continue-expire list continue tokens answer 410 Expired
-  exec-legacy     refuse v5.channel.k8s.io like a server older than 1.29 (v4 and older only)
+                  HTTP 410 response ("mode": "http"); applied once when the fault is added
+  continue-expire list continue tokens return 410 Expired
+  exec-legacy     reject v5.channel.k8s.io like a server older than 1.29 (v4 and older only)
   exec-cut        cut the exec connection mid-frame after "afterBytes" output bytes
   exec-no-status  never send the status on channel 3 (a frozen pod)
   exec-wait-close after the status, wait up to "seconds" for the client to close

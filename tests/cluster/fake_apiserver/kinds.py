@@ -677,7 +677,7 @@ def _age(timestamp):
 
 
 def table(kind, objects, include_object="Metadata", resource_version=None):
-    """Return a meta.k8s.io/v1 Table, the form kubectl get asks for to print columns."""
+    """Return a meta.k8s.io/v1 Table, the form kubectl get requests to print columns."""
     definitions = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
                     "description": "Name must be unique within a namespace."}]
     for name, type_, _ in kind.columns:
@@ -705,7 +705,7 @@ def table(kind, objects, include_object="Metadata", resource_version=None):
 
 
 def wants_table(accept):
-    """Report whether an Accept header asks for a meta.k8s.io/v1 Table."""
+    """Report whether an Accept header requests a meta.k8s.io/v1 Table."""
     for part in (accept or "").split(","):
         params = [p.strip() for p in part.split(";")]
         if "as=Table" in params and "g=meta.k8s.io" in params and \

@@ -1,5 +1,5 @@
 """Kubelet emulation: every scheduled Pod becomes real processes in its own PID, mount, UTS,
-IPC and network namespaces on this machine; exec, logs, restarts and graceful deletion act on
+IPC and network namespaces on this machine. Exec, logs, restarts and graceful deletion act on
 those processes.
 
 Containers run host binaries: there are no images, so "image" is recorded but not pulled, and
@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import errors, execws
 from .procs import DEFAULT_PATH, child_pids, die_with_parent, kill_quietly, exit_code
-from .network import CommandError, Network, run
+from .network import CommandError, Network
 from .store import now_rfc3339
 
 log = logging.getLogger("fake-apiserver.kubelet")
@@ -86,18 +86,20 @@ class PodRuntime:
         host_network = self.spec.get("hostNetwork", False)
         if not host_network:
             self.netns, self.address = await self.kubelet.network.add_pod()
+
         argv = []
         if self.netns:
             argv += ["nsenter", "--net=/run/netns/%s" % self.netns, "--"]
-        # The pod's mount namespace starts as a copy of the host's; unmounting /run/netns in
-        # it drops the copies of other namespaces' bind mounts, which would otherwise keep
-        # deleted network namespaces alive until this pod ends.
+        # The pod's mount namespace starts as a copy of the host's, with bind mounts of other
+        # network namespaces under /run/netns. Unmounting them there keeps those namespaces
+        # from living on after they are deleted.
         script = 'umount -l /run/netns 2>/dev/null; hostname "$1"; exec sleep infinity'
         argv += ["unshare", "--fork", "--kill-child", "--pid", "--mount-proc", "--uts",
                  "--ipc", "--", "/bin/sh", "-c", script, "pause", self.hostname()]
         self.unshare = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             children = child_pids(self.unshare.pid)
@@ -110,6 +112,7 @@ class PodRuntime:
         if self.pause_pid is None:
             raise CommandError("the pod sandbox process did not start (unshare exited with %s)"
                                % self.unshare.returncode)
+
         # Wait until the pause shell has replaced itself with sleep, so the hostname is set.
         for _ in range(200):
             try:
@@ -119,6 +122,7 @@ class PodRuntime:
             except FileNotFoundError:
                 break
             await asyncio.sleep(0.005)
+
         self.started = True
         await self.kubelet.netpolicy.apply_pod(self)
         log.info("pod %s/%s: sandbox pid %d, netns %s, ip %s", self.namespace, self.name,
@@ -399,9 +403,12 @@ class Kubelet:
             await runtime.start()
         except (CommandError, OSError) as error:
             log.error("pod %s/%s: sandbox creation failed: %s", namespace, name, error)
-            self.store.mutate(PODS, namespace, name, lambda o: o.setdefault("status", {})
-                              .update({"phase": "Pending", "reason": "CreatePodSandboxError",
-                                       "message": str(error)}), subresource="status")
+            message = str(error)
+
+            def failed(obj):
+                obj.setdefault("status", {}).update({
+                    "phase": "Pending", "reason": "CreatePodSandboxError", "message": message})
+            self.store.mutate(PODS, namespace, name, failed, subresource="status")
             return
         self.netpolicy.schedule()
         self.write_status(runtime, starting=True)
@@ -508,6 +515,7 @@ class Kubelet:
             container = containers[0]
         if container not in containers:
             raise errors.bad_request("container %s is not valid for pod %s" % (container, name))
+
         runtime = self.runtime_for(namespace, name)
         if runtime is None:
             raise errors.bad_request('container "%s" in pod "%s" is waiting to start: '
@@ -518,13 +526,16 @@ class Kubelet:
                 data = stream.read()
         except FileNotFoundError:
             data = b""
+
         tail = request.query.get("tailLines")
         if tail:
             lines = data.splitlines(keepends=True)
             data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
+
         follow = request.query.get("follow", "").lower() in ("true", "1")
         if not follow:
             return web.Response(body=data, content_type="text/plain")
+
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         response.enable_chunked_encoding()
         await response.prepare(request)

@@ -59,7 +59,7 @@ def _list_index(items, token, path, allow_end):
 
 
 def _patch_error(message):
-    # The API server answers an unappliable JSON patch with 422 Invalid.
+    # The API server rejects a JSON patch it cannot apply with 422 Invalid.
     return ApiError(422, "Invalid", "the server rejected our request due to an error in our "
                     "request: " + message)
 

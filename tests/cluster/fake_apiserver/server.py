@@ -45,7 +45,7 @@ def status_response(error):
 
 
 class RequestInfo:
-    """What a request addresses, as the API server's request-info resolver sees it."""
+    """The resource, verb and scope of a request, resolved as the API server does."""
 
     def __init__(self):
         self.resource_request = False
@@ -107,10 +107,12 @@ class ApiServer:
             return info
         if not rest:
             return info
+
         watch_path = False
         if rest[0] == "watch":
             watch_path = True
             rest = rest[1:]
+
         namespace = ""
         if rest and rest[0] == "namespaces" and len(rest) >= 3 and \
                 not (len(rest) == 3 and rest[2] in ("status", "finalize")):
@@ -118,6 +120,7 @@ class ApiServer:
             rest = rest[2:]
         if not rest:
             return info
+
         info.resource_request = True
         info.group, info.version, info.plural = group, version, rest[0]
         info.namespace = namespace
@@ -128,6 +131,7 @@ class ApiServer:
             info.kind = kind
             if not kind.namespaced:
                 info.namespace = ""
+
         method = request.method
         watch = watch_path or _bool_param(request.query.get("watch"))
         if method == "GET":
@@ -222,7 +226,7 @@ class ApiServer:
             headers["Retry-After"] = str(fault["retryAfter"])
         content_type = fault.get("contentType", "json")
         if content_type == "text":
-            # The API Priority and Fairness filter answers 429 in plain text.
+            # The API Priority and Fairness filter returns 429 in plain text.
             text = fault.get("message", "Too many requests, please try again later.\n")
             return web.Response(status=code, text=text, content_type="text/plain",
                                 headers=headers)
@@ -288,6 +292,7 @@ class ApiServer:
                 "gitCommit": "0000000000000000000000000000000000000000",
                 "gitTreeState": "clean", "buildDate": "2025-06-01T00:00:00Z",
                 "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64"})
+
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         if path == "/api":
@@ -311,6 +316,7 @@ class ApiServer:
             if len(rest) == 3 and rest[0] == "apis":
                 return json_response(kinds_mod.openapi_v3_document(self.kinds, rest[1],
                                                                    rest[2]))
+
         parts = [p for p in path.split("/") if p]
         if not info.resource_request:
             versions = kinds_mod.group_versions(self.kinds)
@@ -338,6 +344,7 @@ class ApiServer:
             raise errors.method_not_allowed()
         if info.subresource:
             return await self.subresource(request, info)
+
         if info.verb == "list":
             return self.list(request, info)
         if info.verb == "watch":
@@ -349,6 +356,7 @@ class ApiServer:
                     kind, [obj], request.query.get("includeObject", "Metadata"),
                     obj["metadata"]["resourceVersion"]))
             return self.respond_object(obj)
+
         if info.verb == "create":
             return await self.create(request, info)
         if info.verb == "update":
@@ -475,11 +483,13 @@ class ApiServer:
     def list(self, request, info):
         kind = info.kind
         predicate = self.selector_predicate(request, kind)
+
         rv_param = request.query.get("resourceVersion")
         if rv_param and request.query.get("resourceVersionMatch") == "Exact":
             if self._parse_rv(rv_param) != self.store.rv:
                 raise errors.gone("too old resource version: %s (%d)" % (rv_param,
                                                                          self.store.rv))
+
         items, rv = self.store.list(kind.key, info.namespace or None, predicate)
         start_after = None
         token = request.query.get("continue")
@@ -497,6 +507,7 @@ class ApiServer:
                     "parameter.")
             rv = token_rv
             items = [i for i in items if self._item_key(i) > start_after]
+
         metadata = {"resourceVersion": str(rv)}
         limit = request.query.get("limit")
         if limit and int(limit) > 0 and len(items) > int(limit):
@@ -664,6 +675,7 @@ class ApiServer:
         dry_run = self.dry_run(request)
         if content_type == "application/apply-patch+yaml":
             return await self.apply(request, info, subresource)
+
         body = await self.read_body(request)
         existing = self.store.get(kind.key, info.namespace, info.name)
         if content_type == "application/merge-patch+json":
@@ -676,6 +688,7 @@ class ApiServer:
             patched = patch_mod.strategic_merge_patch(existing, body)
         else:
             raise errors.unsupported_media_type(content_type or "<none>")
+
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch did not produce a JSON object")
         patched.setdefault("metadata", {})
@@ -698,6 +711,7 @@ class ApiServer:
             raise errors.invalid("", "PatchOptions", "", [errors.cause(
                 "fieldManager", "Required value: is required for apply patch",
                 "FieldValueRequired")])
+
         body = await self.read_body(request, yaml_ok=True)
         if not isinstance(body, dict):
             raise errors.bad_request("the apply configuration must be an object")
@@ -712,6 +726,7 @@ class ApiServer:
             raise errors.bad_request("the name of the object (%s) does not match the name on "
                                      "the URL (%s)" % (metadata.get("name"), info.name))
         metadata["name"] = info.name
+
         entry = {"manager": manager, "operation": "Apply", "apiVersion": kind.api_version,
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "fieldsType": "FieldsV1", "fieldsV1": {}}
@@ -723,6 +738,7 @@ class ApiServer:
             body["metadata"]["managedFields"] = [entry]
             obj = self.store.create(kind.key, info.namespace, body, dry_run=dry_run)
             return self.respond_object(obj, status=201)
+
         merged = patch_mod.apply_merge(existing, body)
         fields = [m for m in merged["metadata"].get("managedFields") or []
                   if m.get("manager") != manager]

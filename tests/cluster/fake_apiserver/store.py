@@ -95,7 +95,7 @@ class Store:
             self.gc_scheduler()
 
     def expire(self, before_rv):
-        """Make every resourceVersion older than before_rv answer 410 Gone."""
+        """Make every resourceVersion older than before_rv return 410 Gone."""
         self.expired_before = max(self.expired_before, int(before_rv))
 
     def is_expired(self, rv):

@@ -194,6 +194,7 @@ class FakeApiServer:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def _identity(self, request):
         peer = request.transport.get_extra_info("peercert") if request.transport else None

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Credentials: token files (re-read when the file changes, because the kubelet rotates
- * projected service account tokens by swapping a symlink), and exec credential plugins with a
- * per-user cache file, so that the separate sbx processes of one job run the plugin once per
+ * Credentials. Token files are re-read when the file changes, because the kubelet rotates
+ * projected service account tokens by swapping a symlink. Exec credential plugins get a
+ * per-user cache file, so the separate sbx processes of one job run the plugin once per
  * credential lifetime instead of once per stage.
  */
 #include <ctype.h>
@@ -225,7 +225,7 @@ static char *cache_path(struct k8s_config *config)
 	return path;
 }
 
-/* Creates the cache directory 0700 and checks that nobody else can read or replace it. */
+/* Creates the cache directory 0700 and checks that no other user can read or replace it. */
 static int cache_dir_usable(const char *dir)
 {
 	struct stat st;
@@ -736,7 +736,7 @@ static int refresh_exec(struct k8s_config *config, struct k8s_credential_state *
 		goto out;
 	if (had_cert || state->exec_cert != NULL)
 		state->tls_generation = old_cert_generation + 1;
-	/* Without an expiry the credential lives as long as this process; other processes cannot
+	/* Without an expiry the credential lives as long as this process. Other processes cannot
 	 * know when it stops working, so it is not cached on disk. */
 	if (path != NULL && state->exec_expiry != 0)
 		cache_store(state, path);

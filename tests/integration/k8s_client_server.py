@@ -1,9 +1,9 @@
 """A small Kubernetes API server for the client tests, on 127.0.0.1 with TLS.
 
 It serves what the C client's tests need to control exactly: canned responses (Status errors,
-429 with Retry-After, text bodies), scripted watch streams cut at chosen bytes, and pod exec
-over WebSocket that runs the command as a local process (like kwok), with switches for the
-v4-only legacy path, cut connections, missing status and silence. Every request is recorded.
+429 with Retry-After, text bodies) and scripted watch streams cut at chosen bytes. Pod exec
+over WebSocket runs the command as a local process (like kwok), with switches for the v4-only
+legacy path, cut connections, missing status and silence. Every request is recorded.
 The full fake cluster under tests/cluster does far more; this one trades breadth for exact
 control of the wire.
 """
@@ -81,7 +81,7 @@ def status_body(code, reason, message):
 
 
 class Canned:
-    """One prepared HTTP answer."""
+    """One prepared HTTP response."""
 
     def __init__(self, status, body=b"", content_type="application/json", headers=None):
         self.status = status
@@ -341,7 +341,7 @@ class FakeApiServer:
                    request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         chosen = next((p for p in offered if p in self.exec_protocols), None)
         if chosen is None:
-            # The Go server answers an unacceptable offer with a bare 403.
+            # The Go server rejects an unacceptable offer with a bare 403.
             return web.Response(status=403, body=b"")
         mode = self.exec_mode
         ws = web.WebSocketResponse(protocols=(chosen,), autoping=(mode != "silent"),

@@ -458,7 +458,7 @@ class K8sClientTest(unittest.TestCase):
         size = 128 * 1024 * 1024
         result_file = os.path.join(self.dir, "large-result.json")
         # Under AddressSanitizer freed memory waits in a quarantine of up to 256 MiB, which
-        # would look like growth; keep it small (the variable means nothing otherwise).
+        # would look like growth. Keep it small; builds without ASan ignore the variable.
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = ":".join(filter(None, (
             env.get("ASAN_OPTIONS"), "quarantine_size_mb=4:thread_local_quarantine_size_kb=64")))

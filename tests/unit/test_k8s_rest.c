@@ -55,7 +55,7 @@ static const struct {
 	  NULL, K8S_STATUS_GONE, "Expired", "too old resource version: 1 (5)", 0, -1 },
 	{ 410, json, "{\"kind\":\"Status\",\"reason\":\"Gone\",\"message\":\"gone\"}", NULL,
 	  K8S_STATUS_GONE, "Gone", "gone", 0, -1 },
-	/* API Priority and Fairness answers in plain text with a Retry-After header. */
+	/* API Priority and Fairness responds in plain text with a Retry-After header. */
 	{ 429, "text/plain; charset=utf-8", "Too many requests, please try again later.\n", "3",
 	  K8S_STATUS_TOO_MANY_REQUESTS, "", "Too many requests, please try again later.", 1, 3 },
 	{ 429, json,

@@ -51,7 +51,7 @@ struct exec_session {
 	int v5;
 	int done; /* the service loop may stop */
 	int closed; /* the connection is gone */
-	int failed; /* FAILURE holds why */
+	int failed; /* FAILURE contains the reason */
 	struct sbx_error failure;
 	char connect_error[256];
 	unsigned int http_status;
@@ -135,7 +135,7 @@ int k8s_exec_build_path(const struct k8s_config *config, const struct k8s_exec_o
 		return sbx_error_errno(error, ENOMEM, "exec");
 
 	if (options->stdin_mode == K8S_EXEC_STDIN_COUNTED) {
-		/* head stops after exactly N bytes and closes the pipe, so the command sees EOF
+		/* head stops after exactly N bytes and closes the pipe, so the command reads EOF
 		 * even where the protocol cannot close stdin. */
 		if (asprintf(&script, "head -c %" PRIu64 " | \"$@\"", options->stdin_length) < 0) {
 			script = NULL;
@@ -372,7 +372,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
 	switch (reason) {
 	case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
-		/* Delivered to protocols[0] without the session: the context's user is it. */
+		/* Delivered to protocols[0] without the session, which is the context's user. */
 		session = lws_context_user(lws_get_context(wsi));
 		if (session != NULL && session->insecure)
 			X509_STORE_CTX_set_error((X509_STORE_CTX *) user, X509_V_OK);
@@ -442,7 +442,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		return on_writeable(session, wsi);
 
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		/* A pump thread has news; this arrives at protocols[0] without the session. */
+		/* A pump thread woke the loop. This arrives at protocols[0] without the session. */
 		session = lws_context_user(lws_get_context(wsi));
 		if (session == NULL || session->wsi == NULL || !session->established ||
 		    session->done)

@@ -13,7 +13,7 @@
  *    connection the call fails before sending anything.
  *  - K8S_EXEC_STDIN_COUNTED: the length is known in advance; the command runs as
  *    `sh -c 'head -c N | "$@"' sh ARGV...`, so the remote side stops reading after exactly N
- *    bytes and the command sees EOF on both protocols (on v5 [255, 0] follows as well). The
+ *    bytes and the command reads EOF on both protocols (on v5 [255, 0] follows as well). The
  *    image needs sh and head (coreutils or busybox).
  *
  * Flow control: stdin is read from its descriptor only when the previous chunk has been

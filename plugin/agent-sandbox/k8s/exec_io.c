@@ -33,7 +33,7 @@ static int write_chunk(struct k8s_output_queue *queue, int fd, const unsigned ch
 	size_t piece_max = 65536;
 
 	/* A pipe reported writable has room for at least one page, so writes of that size do
-	 * not block; regular files and sockets take larger writes. */
+	 * not block. Regular files and sockets take larger writes. */
 	if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode))
 		piece_max = 4096;
 	while (length > 0) {

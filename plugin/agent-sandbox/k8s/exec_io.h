@@ -3,8 +3,8 @@
  * The two pumps between an exec connection and the host's descriptors, each a thread, so a
  * slow sink or a blocking source never stalls the WebSocket event loop:
  *  - the output queue takes stdout/stderr pieces from the event loop and writes them to their
- *    descriptors in order; its size is bounded, and it tells the event loop when to stop and
- *    restart reading from the socket;
+ *    descriptors in order; its size is bounded, and it signals the event loop when to stop
+ *    and restart reading from the socket;
  *  - the stdin pump reads one chunk at a time from a descriptor and waits until the event
  *    loop has sent it before reading the next.
  * WAKE is called from the pump thread when the event loop has something to do (lws

@@ -39,7 +39,7 @@ struct k8s_exec_plugin {
 struct k8s_credential_state;
 
 struct k8s_config {
-	/* Where the configuration came from, for messages: the kubeconfig file list or
+	/* Source of the configuration, for messages: the kubeconfig file list or
 	 * "in-cluster configuration (DIR)". */
 	char *origin;
 	char *context;
@@ -147,7 +147,7 @@ int k8s_credential_get(struct k8s_config *config, struct k8s_credential *credent
 		       struct sbx_error *error);
 
 /*
- * Called after a 401: forgets the cached exec credential (also on disk) and re-reads the
+ * Called after a 401: drops the cached exec credential (also on disk) and re-reads the
  * token file on the next k8s_credential_get(). Returns non-zero when a retry can bring a
  * different credential (a static token cannot change).
  */

@@ -36,7 +36,7 @@ struct k8s_client {
 	char user_agent[64];
 };
 
-/* What one transfer collects besides the body. */
+/* State of one transfer: the body and the headers sbx reads. */
 struct transfer {
 	struct k8s_client *client;
 	CURL *handle;
@@ -307,7 +307,7 @@ static void free_headers(struct curl_slist *headers)
 {
 	struct curl_slist *item;
 
-	/* The list holds the bearer token. */
+	/* The list contains the bearer token. */
 	for (item = headers; item != NULL; item = item->next)
 		explicit_bzero(item->data, strlen(item->data));
 	curl_slist_free_all(headers);
@@ -447,7 +447,7 @@ static int curl_code_retryable(CURLcode code)
 
 /*
  * Performs one attempt. Returns 0 with STATUS filled for any HTTP response, -1 with STATUS
- * (class CONNECTION or TIMEOUT) for a transport failure; *RETRYABLE tells whether a transport
+ * (class CONNECTION or TIMEOUT) for a transport failure; *RETRYABLE is set when a transport
  * failure may be retried.
  */
 static int perform_once(struct k8s_client *client, struct transfer *transfer,

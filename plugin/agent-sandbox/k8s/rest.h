@@ -2,7 +2,7 @@
 /*
  * REST calls to the Kubernetes API server over libcurl. A client owns two reusable easy
  * handles (one for requests, one for streams such as watches), so consecutive calls reuse
- * connections. Failures fill a struct k8s_status with the server's Status; requests that
+ * connections. Failures fill a struct k8s_status with the server's Status. Requests that
  * failed for a retryable reason (429, 5xx, connection errors) are retried with jittered
  * exponential backoff until the deadline.
  */

@@ -3,7 +3,7 @@
  * Watches: a list URL streamed with watch=1, one JSON event per line. The parser takes bytes
  * as they arrive (HTTP chunks do not align with events) into a bounded line buffer. The
  * watch loop tracks the resourceVersion (BOOKMARK events included), resumes a stream the
- * server ends, and on 410 Gone (an HTTP status or an ERROR event) asks the caller to relist.
+ * server ends, and on 410 Gone (an HTTP status or an ERROR event) calls the caller back to list again.
  */
 #ifndef SBX_K8S_WATCH_H
 #define SBX_K8S_WATCH_H
@@ -17,7 +17,7 @@
 
 struct json_object;
 
-/* Longest event line accepted by default; a Pod with large annotations stays far below. */
+/* Default maximum length of an event line; a Pod with large annotations stays far below. */
 #define K8S_WATCH_DEFAULT_MAX_LINE (16u << 20)
 
 /*

@@ -1,6 +1,7 @@
 """Shared helpers for the test_cluster_* tests: the fake cluster, a WebSocket exec client,
 kubectl, and network namespaces that act as hosts outside the cluster."""
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -99,7 +100,6 @@ class ExecResult:
 
     @property
     def status(self):
-        import json
         data = self.channels.get(3)
         return json.loads(data) if data else None
 
@@ -117,19 +117,19 @@ def exec_url(cluster, namespace, pod, argv, stdin=False, stdout=True, stderr=Tru
 
 
 async def _exec(url, protocols, ssl_context, headers, stdin_chunks, close_stdin, timeout,
-                on_message):
+                on_message, resize=None):
     import aiohttp
     result = ExecResult()
     try:
         return await _exec_session(aiohttp, result, url, protocols, ssl_context, headers,
-                                   stdin_chunks, close_stdin, timeout, on_message)
+                                   stdin_chunks, close_stdin, timeout, on_message, resize)
     finally:
         # TLS transports close asynchronously; let them finish before the loop ends.
         await asyncio.sleep(0.02)
 
 
 async def _exec_session(aiohttp, result, url, protocols, ssl_context, headers, stdin_chunks,
-                        close_stdin, timeout, on_message):
+                        close_stdin, timeout, on_message, resize):
     async with aiohttp.ClientSession() as session:
         try:
             ws = await session.ws_connect(url, protocols=protocols, ssl=ssl_context,
@@ -143,6 +143,10 @@ async def _exec_session(aiohttp, result, url, protocols, ssl_context, headers, s
             return result
         try:
             result.protocol = ws.protocol
+            if resize:
+                width, height = resize
+                await ws.send_bytes(b"\x04" + json.dumps({"Width": width,
+                                                            "Height": height}).encode())
             for chunk in stdin_chunks:
                 await ws.send_bytes(b"\x00" + chunk)
             if close_stdin:
@@ -175,14 +179,14 @@ async def _exec_session(aiohttp, result, url, protocols, ssl_context, headers, s
 
 def ws_exec(cluster, namespace, pod, argv, protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"),
             stdin_chunks=(), close_stdin=False, identity="admin", token=None, timeout=20,
-            on_message=None, **flags):
+            on_message=None, resize=None, **flags):
     """Run one exec over WebSocket with a hand-written client; returns ExecResult."""
     url = exec_url(cluster, namespace, pod, argv, stdin=bool(stdin_chunks) or close_stdin,
                    **flags)
     headers = {"Authorization": "Bearer " + token} if token else {}
     context = cluster.ssl_context(identity if token is None else None)
     return asyncio.run(_exec(url, list(protocols), context, headers, list(stdin_chunks),
-                             close_stdin, timeout, on_message))
+                             close_stdin, timeout, on_message, resize))
 
 
 # --- hosts outside the cluster -----------------------------------------------------------------

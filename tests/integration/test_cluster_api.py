@@ -1,5 +1,6 @@
 """REST behaviour of the fake API server: auth, Status errors, resourceVersion, selectors,
 patches, deletion propagation and injected faults, checked with raw HTTPS and kubectl."""
+import http.client
 import json
 import time
 import unittest
@@ -370,6 +371,51 @@ class ClusterApiTest(unittest.TestCase):
         self.assertEqual(self.cluster.request_counts().get("list serviceaccounts"), 3)
         self.assertGreaterEqual(elapsed, 2.0, "kubectl honours Retry-After: 1 twice")
 
+    def test_expired_continue_token(self):
+        for index in range(3):
+            self.cluster.must("POST", CONFIGMAPS, configmap("cont-%d" % index, {"cont": "yes"}))
+        first = self.cluster.must("GET", CONFIGMAPS + "?labelSelector=cont%3Dyes&limit=1")
+        token = first["metadata"]["continue"]
+        self.cluster.set_faults([{"type": "continue-expire", "times": 1}])
+        status, body = self.cluster.api("GET", CONFIGMAPS + "?labelSelector=cont%3Dyes&limit=1"
+                                        "&continue=" + token)
+        self.assertEqual(status, 410)
+        self.assertEqual(body["reason"], "Expired")
+        status, _ = self.cluster.api("GET", CONFIGMAPS + "?labelSelector=cont%3Dyes&limit=1"
+                                     "&continue=" + token)
+        self.assertEqual(status, 200)
+
+    def test_connection_reset(self):
+        self.cluster.set_faults([{"type": "reset", "times": 1, "resource": "configmaps",
+                                  "name": "reset-me"}])
+        with self.assertRaises((ConnectionResetError, http.client.RemoteDisconnected)):
+            self.cluster.raw_request("GET", CONFIGMAPS + "/reset-me")
+        self.assertEqual(self.cluster.api("GET", CONFIGMAPS + "/reset-me")[0], 404)
+
+    def test_namespace_termination(self):
+        self.cluster.must("POST", "/api/v1/namespaces", {"metadata": {"name": "doomed"}})
+        self.cluster.must("POST", "/api/v1/namespaces/doomed/configmaps", configmap("inside"))
+        self.cluster.must("POST", "/api/v1/namespaces/doomed/configmaps",
+                          configmap("held", finalizers=["test/hold"]))
+        deleting = self.cluster.must("DELETE", "/api/v1/namespaces/doomed")
+        self.assertEqual(deleting["status"]["phase"], "Terminating")
+        status, body = self.cluster.api("POST", "/api/v1/namespaces/doomed/configmaps",
+                                        configmap("late"))
+        self.assertEqual(status, 403)
+        self.assertEqual(body["details"]["causes"][0]["reason"], "NamespaceTerminating")
+        self.cluster.wait_for(lambda: self.cluster.api(
+            "GET", "/api/v1/namespaces/doomed/configmaps/inside")[0] == 404, 5,
+            message="namespace contents to be deleted")
+        self.assertEqual(self.cluster.api("GET", "/api/v1/namespaces/doomed")[0], 200)
+        self.cluster.must("PATCH", "/api/v1/namespaces/doomed/configmaps/held",
+                          {"metadata": {"finalizers": None}},
+                          content_type="application/merge-patch+json")
+        self.cluster.wait_for(lambda: self.cluster.api("GET", "/api/v1/namespaces/doomed")[0]
+                              == 404, 5, message="namespace removal")
+        status, body = self.cluster.api("POST", "/api/v1/namespaces/doomed/configmaps",
+                                        configmap("after"))
+        self.assertEqual(status, 404)
+
     def test_injected_latency(self):
         self.cluster.set_faults([{"type": "latency", "ms": 400, "times": 1,
                                   "resource": "configmaps", "name": "slow"}])
@@ -398,6 +444,10 @@ class ClusterApiTest(unittest.TestCase):
         new = self.cluster.token("viewer")
         self.assertNotEqual(old, new)
         self.assertEqual(self.cluster.api("GET", CONFIGMAPS, identity=None, token=new)[0], 200)
+        # kubectl reads tokenFile when it starts, so it picks up the rotated token.
+        result = kubectl(self.cluster, "get", "configmaps", "-o", "name", "--context", "viewer",
+                         kubeconfig=self.cluster.info["kubeconfigs"]["kubeconfig-tokenfile"])
+        self.assertEqual(result.returncode, 0, result.stderr)
 
     def test_kubectl_crud(self):
         manifest = json.dumps(configmap("via-kubectl", {"app": "k"}))

@@ -161,6 +161,14 @@ class ClusterExecTest(unittest.TestCase):
         self.assertIsNone(result.status)
         self.assertEqual(result.error, "timeout")
 
+    def test_tty_and_resize(self):
+        result = ws_exec(self.cluster, "default", "exec-target",
+                         ["sh", "-c", "sleep 0.3; stty size; test -t 0 && echo tty"],
+                         tty=True, stderr=False, resize=(100, 40))
+        self.assertEqual(result.output(1).replace(b"\r", b"").split(), [b"40", b"100", b"tty"])
+        self.assertEqual(result.output(2), b"", "stderr is merged into the terminal")
+        self.assertEqual(result.status["status"], "Success")
+
     def test_container_selection(self):
         result = ws_exec(self.cluster, "default", "two-containers", ["echo", "b"],
                          container="b")

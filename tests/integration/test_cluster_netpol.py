@@ -107,6 +107,40 @@ class ClusterNetworkPolicyTest(NetpolBase):
         self.assertIsNone(self.reach("client", "10.250.1.2", 8080))
         self.cluster.must("DELETE", PODS_API % NS + "/server?gracePeriodSeconds=0")
 
+    def test_ingress_from_selected_pods_only(self):
+        server = sandbox_pod("guarded", labels={"role": "guarded"}, command=[
+            "/usr/bin/python3", "-c",
+            "import socket\ns=socket.socket(); s.bind(('0.0.0.0', 9100)); s.listen(8)\n"
+            "while True:\n    c,_=s.accept(); c.sendall(b'hello guarded\\n'); c.close()\n"])
+        address = create_running_pod(self.cluster, NS, server)["status"]["podIP"]
+        self.cluster.wait_for(lambda: self.reach("client", address, 9100), 10, 0.1,
+                              message="the guarded pod to listen")
+        self.assertEqual(self.from_host(self.allowed, address, 9100), "hello guarded")
+        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "metadata": {"name": "guarded-ingress"},
+                  "spec": {"podSelector": {"matchLabels": {"role": "guarded"}},
+                           "ingress": [{"from": [{"podSelector": {"matchLabels":
+                                                                   {"role": "client"}}}],
+                                        "ports": [{"port": 9100}]}]}}
+        created = self.cluster.must("POST", POLICIES, policy)
+        self.assertEqual(created["spec"]["policyTypes"], ["Ingress"])
+        self.cluster.wait_for(lambda: self.from_host(self.allowed, address, 9100) is None, 10,
+                              0.1, message="the outside host to be blocked")
+        self.assertEqual(self.reach("client", address, 9100), "hello guarded")
+        self.cluster.must("DELETE", PODS_API % NS + "/guarded?gracePeriodSeconds=0")
+
+    def from_host(self, host, address, port):
+        script = ("import socket,sys\n"
+                  "try:\n"
+                  "    s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5)\n"
+                  "    print(s.recv(100).decode().strip())\n"
+                  "except OSError:\n"
+                  "    pass\n")
+        result = subprocess.run(["ip", "netns", "exec", host.netns, "/usr/bin/python3", "-c",
+                                 script, address, str(port)], capture_output=True, text=True,
+                                timeout=10)
+        return result.stdout.strip() or None
+
     def test_new_pod_isolated_before_start(self):
         self.cluster.must("POST", POLICIES, egress_policy("early", {"role": "early"},
                                                           CIDR_RULES))

@@ -87,7 +87,10 @@ def _write_private(path, text):
 
 def write_kubeconfigs(state_dir, url, pki, identities):
     """Write kubeconfig (client certificate of admin), kubeconfig-token (a context per
-    identity) and kubeconfig-<identity>; tokens go to tokens/<identity> (mode 0600)."""
+    identity), kubeconfig-tokenfile (the same with tokenFile) and kubeconfig-<identity>.
+
+    Tokens go to tokens/<identity> (mode 0600).
+    """
     with open(pki.ca_file, "rb") as stream:
         ca_data = auth.b64(stream.read())
     cluster = {"name": "sbx-fake", "cluster": {"server": url,
@@ -128,6 +131,12 @@ def write_kubeconfigs(state_dir, url, pki, identities):
                     "current-context": admin.name}
     paths["kubeconfig-token"] = os.path.join(state_dir, "kubeconfig-token")
     _write_private(paths["kubeconfig-token"], yaml.safe_dump(token_config, sort_keys=False))
+    # The same contexts with tokenFile, for clients that must re-read a rotated token.
+    file_users = [{"name": u["name"], "user": {"tokenFile": token_files[u["name"]]}}
+                  for u in users]
+    file_config = dict(token_config, users=file_users)
+    paths["kubeconfig-tokenfile"] = os.path.join(state_dir, "kubeconfig-tokenfile")
+    _write_private(paths["kubeconfig-tokenfile"], yaml.safe_dump(file_config, sort_keys=False))
     return paths, token_files
 
 

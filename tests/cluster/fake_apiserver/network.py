@@ -75,6 +75,7 @@ class Network:
         self.cidr = ipaddress.ip_network(pod_cidr)
         self.gateway = next(self.cidr.hosts())
         self.allocated = set()
+        self.last_index = 0
         self.counter = 0
         self.created = []
         self.ready = False
@@ -98,9 +99,19 @@ class Network:
                  self.cidr, self.gateway)
 
     def allocate_ip(self):
-        for host in self.cidr.hosts():
-            if host == self.gateway or host in self.allocated:
+        """Return the next free address after the last one handed out.
+
+        Addresses are not reused right away: a peer's neighbour cache would still map a
+        reused address to the deleted pod's MAC address for a while.
+        """
+        size = self.cidr.num_addresses
+        for step in range(1, size):
+            index = (self.last_index + step) % size
+            host = self.cidr[index]
+            if index == 0 or index == size - 1 or host == self.gateway or \
+                    host in self.allocated:
                 continue
+            self.last_index = index
             self.allocated.add(host)
             return host
         raise CommandError("pod CIDR %s is exhausted" % self.cidr)

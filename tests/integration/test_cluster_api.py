@@ -416,6 +416,19 @@ class ClusterApiTest(unittest.TestCase):
                                         configmap("after"))
         self.assertEqual(status, 404)
 
+    def test_warning_header(self):
+        self.cluster.set_faults([{"type": "warning", "times": 1, "resource": "configmaps",
+                                  "text": 'v1 ConfigMap "x" is deprecated'}])
+        status, headers, _ = self.cluster.raw_request("GET", CONFIGMAPS)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("Warning"), '299 - "v1 ConfigMap \\"x\\" is deprecated"')
+        status, headers, _ = self.cluster.raw_request("GET", CONFIGMAPS)
+        self.assertNotIn("Warning", headers, "the warning fired only once")
+        self.cluster.set_faults([{"type": "warning", "times": 1, "verb": "list",
+                                  "resource": "configmaps", "text": "kubectl sees this"}])
+        result = kubectl(self.cluster, "get", "configmaps")
+        self.assertIn("Warning: kubectl sees this", result.stderr)
+
     def test_injected_latency(self):
         self.cluster.set_faults([{"type": "latency", "ms": 400, "times": 1,
                                   "resource": "configmaps", "name": "slow"}])

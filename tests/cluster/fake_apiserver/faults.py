@@ -10,6 +10,8 @@ Types:
   status          return "code" (and "reason", "message", "retryAfter" seconds,
                   "contentType": json | text | html) instead of serving the request
   latency         sleep "ms" milliseconds before serving
+  warning         add the header Warning: 299 - "<text>" to the response, as the API server
+                  does for deprecated APIs
   reset           reset the TCP connection without a response
   watch-drop      abort a watch after "afterEvents" events (default 1), mid-stream
   watch-split     split every watch event across several HTTP chunks
@@ -27,7 +29,7 @@ Types:
 """
 import threading
 
-TYPES = {"status", "latency", "reset", "watch-drop", "watch-split", "expire-rv",
+TYPES = {"status", "latency", "warning", "reset", "watch-drop", "watch-split", "expire-rv",
          "continue-expire", "exec-legacy", "exec-cut", "exec-no-status", "exec-wait-close",
          "exec-fragment", "token-expire", "netpol-delay"}
 MATCH_KEYS = ("verb", "resource", "namespace", "name", "identity")
@@ -48,6 +50,8 @@ def validate(fault):
         raise FaultError('fault "status" needs an integer "code"')
     if kind == "latency" and not isinstance(fault.get("ms"), (int, float)):
         raise FaultError('fault "latency" needs a number "ms"')
+    if kind == "warning" and not fault.get("text"):
+        raise FaultError('fault "warning" needs "text"')
     if kind == "token-expire" and not fault.get("identity"):
         raise FaultError('fault "token-expire" needs "identity"')
     if kind == "expire-rv" and "before" not in fault:

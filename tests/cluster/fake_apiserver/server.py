@@ -208,7 +208,14 @@ class ApiServer:
             if injected:
                 return self._injected_response(injected)
         self._authorize(request, info, identity)
-        return await handler(request)
+        warning = None
+        if not request.path.startswith("/_fake/"):
+            warning = self.faults.take("warning", fault_info)
+        response = await handler(request)
+        if warning and response is not None and not response.prepared:
+            text = warning["text"].replace("\\", "\\\\").replace('"', '\\"')
+            response.headers.add("Warning", '299 - "%s"' % text)
+        return response
 
     def _reset(self, request):
         transport = request.transport

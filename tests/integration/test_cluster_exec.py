@@ -169,6 +169,29 @@ class ClusterExecTest(unittest.TestCase):
         self.assertEqual(result.output(2), b"", "stderr is merged into the terminal")
         self.assertEqual(result.status["status"], "Success")
 
+    def test_exec_into_stopped_container(self):
+        body = sandbox_pod("half-done", restartPolicy="Never", containers=[
+            {"name": "runs", "image": "debian:12", "command": ["sleep", "600"]},
+            {"name": "done", "image": "debian:12", "command": ["true"]}])
+        self.cluster.must("POST", PODS_API % "default", body)
+        self.cluster.wait_for(lambda: any(
+            "terminated" in s["state"] for s in (self.cluster.must(
+                "GET", PODS_API % "default" + "/half-done").get("status") or {})
+            .get("containerStatuses", [])), 10, message="container done to exit")
+        result = ws_exec(self.cluster, "default", "half-done", ["true"], container="done")
+        self.assertEqual(result.protocol, V5)
+        self.assertEqual(result.status["reason"], "InternalError")
+        self.assertIn('container not found ("done")', result.status["message"])
+        finished = sandbox_pod("finished", command=["true"], restartPolicy="Never")
+        self.cluster.must("POST", PODS_API % "default", finished)
+        self.cluster.wait_for(lambda: (self.cluster.must(
+            "GET", PODS_API % "default" + "/finished").get("status") or {})
+            .get("phase") == "Succeeded", 10, message="pod finished to succeed")
+        status, body = self.cluster.api("GET", PODS_API % "default" +
+                                        "/finished/exec?command=true&stdout=true")
+        self.assertEqual(status, 400)
+        self.assertIn("current phase is Succeeded", body["message"])
+
     def test_container_selection(self):
         result = ws_exec(self.cluster, "default", "two-containers", ["echo", "b"],
                          container="b")

@@ -49,6 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--auth-config", metavar="FILE",
                         help="YAML or JSON file with identities and their rules "
                              "(default: admin, runner, runner-no-exec, viewer)")
+
     parser.add_argument("--kube-version", default=DEFAULT_VERSION,
                         help="version reported by /version, MAJOR.MINOR.PATCH (default %s); "
                              "from 1.35 a WebSocket exec also needs create on pods/exec"
@@ -67,6 +68,7 @@ def parse_args(argv=None):
                              "the kubeconfig's certificate-authority-data")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
     args = parser.parse_args(argv)
     parts = args.kube_version.split(".")
     if len(parts) != 3 or not all(p.isdigit() for p in parts):

@@ -1,11 +1,11 @@
 """Controllers: Agent Sandbox (Sandbox, SandboxTemplate, SandboxWarmPool, SandboxClaim), the
 namespace lifecycle, PodDisruptionBudget status and the pods/eviction subresource.
 
-The Agent Sandbox behaviour follows kubernetes-sigs/agent-sandbox v0.5 (v1beta1): a Sandbox owns
-a Pod named like it, labelled agents.x-k8s.io/sandbox-name-hash; a warm pool keeps
-spec.replicas pool-owned Sandboxes; a claim adopts a ready pool Sandbox (so its
-status.sandbox.name differs from the claim name) or creates a Sandbox named like the claim.
-No finalizers are used: children go through ownerReference garbage collection.
+The Agent Sandbox behaviour follows kubernetes-sigs/agent-sandbox v0.5 (v1beta1). A Sandbox owns
+a Pod named like it and labelled agents.x-k8s.io/sandbox-name-hash. A warm pool keeps
+spec.replicas pool-owned Sandboxes. A claim adopts a ready pool Sandbox, so its
+status.sandbox.name differs from the claim name, or creates a Sandbox named like the claim.
+No finalizers are used, because children go through ownerReference garbage collection.
 """
 import asyncio
 import copy
@@ -506,6 +506,7 @@ class Controllers:
             self.store.mutate(TEMPLATES, ns, name, lambda o: o["metadata"].setdefault(
                 "labels", {}).__setitem__(LABEL_TEMPLATE_REF_HASH, hash_value))
             template = self.store.find(TEMPLATES, ns, name)
+
         policy_name = "%s-network-policy" % name
         existing = self.store.find(NETPOLS, ns, policy_name)
         spec = template["spec"]
@@ -513,6 +514,7 @@ class Controllers:
             if existing is not None and _owned_by(existing, template):
                 self.store.delete(NETPOLS, ns, policy_name)
             return
+
         custom = spec.get("networkPolicy")
         if custom is not None:
             ingress = copy.deepcopy(custom.get("ingress") or [])
@@ -525,6 +527,7 @@ class Controllers:
                 {"ipBlock": {"cidr": "0.0.0.0/0", "except": [
                     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]}},
                 {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}}]}]
+
         wanted = {"podSelector": {"matchLabels": {LABEL_TEMPLATE_REF_HASH: hash_value}},
                   "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress}
         for rule in ingress + egress:

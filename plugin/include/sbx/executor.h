@@ -7,8 +7,8 @@
  * The plugin returns its operations table only if it speaks that version.
  *
  * Rules every plugin and host follow:
- *  - Every struct that crosses the boundary starts with `struct_size`, set by whoever fills the
- *    struct to sizeof() as that side was compiled. Structs only ever grow at the end, so a reader
+ *  - Every struct that crosses the boundary starts with `struct_size`, which the side that fills
+ *    the struct sets to sizeof() as that side was compiled. Structs only ever grow at the end, so a reader
  *    takes a field only when `struct_size` covers it (SBX_HAS_FIELD).
  *  - Calls return 0 on success or -1 on failure. On failure they fill the caller's struct
  *    sbx_error with a class and a message that names the value and the fix.
@@ -32,7 +32,7 @@ extern "C" {
 #define SBX_EXECUTOR_ABI_VERSION 1u
 #define SBX_EXECUTOR_ENTRY_SYMBOL "sbx_executor_entry"
 
-/* Longest sandbox id, without the terminating NUL. It fits a Kubernetes object name. */
+/* Maximum length of a sandbox id, without the terminating NUL; it is a valid Kubernetes name. */
 #define SBX_ID_MAX 63
 #define SBX_ERROR_MESSAGE_MAX 1024
 
@@ -42,13 +42,13 @@ extern "C" {
 
 enum sbx_error_class {
 	SBX_ERROR_NONE = 0,
-	/* The step ran and failed; used for steps whose failure is not an exit code. */
+	/* The job cannot succeed as configured (e.g. its image is rejected); retrying does not help. */
 	SBX_ERROR_BUILD = 1,
 	/* The backend failed: a sandbox could not be made, reached or read. */
 	SBX_ERROR_SYSTEM = 2,
 	/* The host's cancel descriptor fired and the operation stopped. */
 	SBX_ERROR_CANCELLED = 3,
-	/* The sandbox id names nothing this backend knows. */
+	/* The sandbox id is not in this backend's journal. */
 	SBX_ERROR_NOT_FOUND = 4,
 	/* A value the caller or the configuration passed is invalid. */
 	SBX_ERROR_INVALID = 5,

@@ -766,14 +766,15 @@ START_TEST(test_exec_plugin_rerun_after_expiry)
 	char cache_dir[512], token[256];
 
 	write_exec_kubeconfig();
-	/* Valid for 3 s: usable at once, expired (with the refresh margin) 2 s later. */
-	write_expiry(3);
+	/* Valid for 4 s: with the 2 s refresh margin and whole-second timestamps that leaves
+	 * at least 1 s of use, and it counts as expired 3 s later. */
+	write_expiry(4);
 	snprintf(cache_dir, sizeof(cache_dir), "%s/cache", tmpdir);
 	token_in_child(cache_dir, token, sizeof(token));
 	ck_assert_str_eq(token, "tok-1");
 	token_in_child(cache_dir, token, sizeof(token));
 	ck_assert_str_eq(token, "tok-1");
-	sleep(2);
+	sleep(3);
 	write_expiry(3600);
 	token_in_child(cache_dir, token, sizeof(token));
 	ck_assert_str_eq(token, "tok-2");

@@ -191,6 +191,12 @@ class FakeApiServer:
     def stop(self):
         async def shutdown():
             await self._runner.cleanup()
+            # Handlers that hold a watch or an exec open are still waiting.
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -172,11 +172,9 @@ int k8s_exec_build_path(const struct k8s_config *config, const struct k8s_exec_o
 
 static int stdin_pending(struct exec_session *session)
 {
-	if (!session->stdin_wanted || session->stdin_closed)
-		return 0;
-	if (session->stdin_data != NULL)
-		return 1;
-	return 1; /* the pump decides in the writeable callback */
+	/* For a descriptor source the writeable callback asks the pump whether a chunk is
+	 * ready. */
+	return session->stdin_wanted && !session->stdin_closed;
 }
 
 static int send_message(struct exec_session *session, struct lws *wsi, uint8_t channel,

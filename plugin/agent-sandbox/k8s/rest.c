@@ -481,9 +481,13 @@ static int perform_once(struct k8s_client *client, struct transfer *transfer,
 		status->http_code = 0;
 		status->status_class = code == CURLE_OPERATION_TIMEDOUT ? K8S_STATUS_TIMEOUT
 									 : K8S_STATUS_CONNECTION;
-		snprintf(status->message, sizeof(status->message), "%s",
-			 transfer->curl_error[0] != '\0' ? transfer->curl_error
-							 : curl_easy_strerror(code));
+		if (code == CURLE_WRITE_ERROR && transfer->overflow)
+			snprintf(status->message, sizeof(status->message),
+				 "the response is larger than %zu bytes", transfer->max_length);
+		else
+			snprintf(status->message, sizeof(status->message), "%s",
+				 transfer->curl_error[0] != '\0' ? transfer->curl_error
+								 : curl_easy_strerror(code));
 		*retryable = curl_code_retryable(code);
 		sbx_debug("k8s: %s %s -> %s (%" PRId64 " ms)", request->method, url,
 			  status->message, sbx_monotonic_ms() - start);

@@ -68,6 +68,7 @@ static const struct config_key local_keys[] = {
 			  "is the runner's own gid",
 	  .above_reason = JOB_ID_REASON },
 	{ .name = "allow_runner_uid", .kind = KEY_BOOL, LOCAL(allow_runner_uid) },
+	{ .name = "require_cgroup", .kind = KEY_BOOL, LOCAL(require_cgroup) },
 	{ .name = "rootfs", .kind = KEY_PATH, LOCAL(rootfs) },
 	{ .name = "images", .kind = KEY_IMAGES },
 	{ .name = "unmapped_image", .kind = KEY_ENUM, LOCAL(unmapped_image),
@@ -153,6 +154,7 @@ static int config_set_defaults(struct sbx_config *config, struct sbx_error *erro
 	config->local.job_uid = 1000;
 	config->local.job_gid = 1000;
 	config->local.allow_runner_uid = 0;
+	config->local.require_cgroup = 1;
 	config->local.unmapped_image = SBX_UNMAPPED_IMAGE_IGNORE;
 	config->local.tmp_size = 1024ULL * 1024 * 1024;
 	config->local.memory_max = 4ULL * 1024 * 1024 * 1024;

@@ -44,6 +44,9 @@ struct sbx_local_config {
 	gid_t job_gid;
 	/* Unprivileged mode without newuidmap: run the job as the runner's own uid only when set. */
 	int allow_runner_uid;
+	/* Fail a job whose cgroup cannot be created (default); when 0, run it without cgroup
+	 * limits and end each stage through a nested pid namespace. */
+	int require_cgroup;
 	/* Default root filesystem directory; NULL means the host's root, read-only. */
 	char *rootfs;
 	struct sbx_image_map_entry *images;

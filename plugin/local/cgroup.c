@@ -377,10 +377,35 @@ static int enable_controllers(const char *dir, const char *const *controllers, s
 	return 0;
 }
 
+/*
+ * Sets *BASE to the directory of MOUNT (the hierarchy of CONTROLLER, NULL for cgroup2) that
+ * the job cgroups go in. LIMIT_KEY names the setting that makes the hierarchy unnecessary
+ * (e.g. "memory_max"), NULL when the job always needs it.
+ */
+static int job_base(const char *mount, const char *controller, const char *limit_key,
+		    enum sbx_cgroup_placement placement, char **base, struct sbx_error *error)
+{
+	char fix[512];
+
+	if (placement == SBX_CGROUP_AT_TOP) {
+		*base = strdup(mount);
+		return *base == NULL ? sbx_error_errno(error, ENOMEM, "cgroup %s", mount) : 0;
+	}
+	snprintf(fix, sizeof(fix),
+		 "delegate a cgroup subtree that contains the runner to its user (systemd: "
+		 "Delegate=yes on the runner's unit; otherwise chown -R a cgroup to the user and "
+		 "start the runner in it)%s%s%s, or set local.require_cgroup: false to run jobs "
+		 "without cgroup limits",
+		 limit_key != NULL ? ", set local." : "", limit_key != NULL ? limit_key : "",
+		 limit_key != NULL ? ": 0" : "");
+	return sbx_cgroup_delegated_base(mount, controller, fix, base, error);
+}
+
 /* NOTE: the unit tests run on a hybrid host only, so this path and the legacy (freezer) one
  * have not run against a real kernel yet. */
 static int create_unified(const char *id, const struct sbx_cgroup_limits *limits,
-			  struct sbx_cgroup_job *job, struct sbx_error *error)
+			  enum sbx_cgroup_placement placement, struct sbx_cgroup_job *job,
+			  struct sbx_error *error)
 {
 	static const char *const wanted[] = { "memory", "pids", "cpu" };
 	const uint64_t requested[] = { limits->memory_max, limits->pids_max,
@@ -389,11 +414,14 @@ static int create_unified(const char *id, const struct sbx_cgroup_limits *limits
 	size_t enabled_count = 0;
 	_cleanup_free_ char *available = NULL;
 	_cleanup_free_ char *dir = NULL;
+	_cleanup_free_ char *base = NULL;
+	_cleanup_free_ char *parent = NULL;
 	char value[64];
 
-	if (sbx_cgroup_read_file(CGROUP_ROOT, "cgroup.controllers", &available) < 0)
-		return sbx_cgroup_error(error, errno, CGROUP_ROOT, NULL,
-				    "cannot read cgroup.controllers");
+	if (job_base(CGROUP_ROOT, NULL, NULL, placement, &base, error) < 0)
+		return -1;
+	if (sbx_cgroup_read_file(base, "cgroup.controllers", &available) < 0)
+		return sbx_cgroup_error(error, errno, base, NULL, "cannot read cgroup.controllers");
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(wanted); i++) {
 		if (word_listed(available, wanted[i])) {
 			enabled[enabled_count++] = wanted[i];
@@ -401,23 +429,31 @@ static int create_unified(const char *id, const struct sbx_cgroup_limits *limits
 		}
 		if (requested[i] != 0)
 			return sbx_error_set(error, SBX_ERROR_SYSTEM,
-					     "cgroup " CGROUP_ROOT " does not offer the %s "
-					     "controller (cgroup.controllers: \"%.*s\"); enable it in "
-					     "the kernel or set local.%s_max to 0",
-					     wanted[i], (int) strcspn(available, "\n"), available,
+					     "cgroup %s does not offer the %s controller "
+					     "(cgroup.controllers: \"%.*s\"); enable it in the kernel%s "
+					     "or set local.%s_max to 0",
+					     base, wanted[i], (int) strcspn(available, "\n"), available,
+					     placement == SBX_CGROUP_DELEGATED
+						     ? ", delegate it to the runner's user"
+						     : "",
 					     wanted[i]);
 	}
 
-	/* No job process lives in the root or in sbx/, so enabling controllers there is
-	 * allowed. The job cgroup passes them on to its leaves for per-stage accounting. */
-	if (enable_controllers(CGROUP_ROOT, enabled, enabled_count, error) < 0)
+	/* No job process lives in the base or in sbx/, so enabling controllers there is
+	 * allowed (a delegated base that holds the runner itself fails with EBUSY). The job
+	 * cgroup passes them on to its leaves for per-stage accounting. */
+	if (enable_controllers(base, enabled, enabled_count, error) < 0)
 		return -1;
-	if (make_job_dir(CGROUP_ROOT, id, NULL, &dir, error) < 0)
+	if (make_job_dir(base, id, NULL, &dir, error) < 0)
 		return -1;
 	job->paths[job->path_count++] = steal_pointer(&dir);
 	job->tracking_index = 0;
 
-	if (enable_controllers(CGROUP_ROOT "/" CGROUP_PARENT, enabled, enabled_count, error) < 0)
+	if (asprintf(&parent, "%s/" CGROUP_PARENT, base) < 0) {
+		parent = NULL;
+		return sbx_error_errno(error, ENOMEM, "cgroup %s", base);
+	}
+	if (enable_controllers(parent, enabled, enabled_count, error) < 0)
 		return -1;
 	if (limits->memory_max != 0) {
 		snprintf(value, sizeof(value), "%" PRIu64, limits->memory_max);
@@ -486,29 +522,39 @@ static int write_v1_limits(const char *dir, size_t controller, const struct sbx_
 }
 
 static int create_v1(const char *id, enum sbx_cgroup_layout layout,
-		     const struct sbx_cgroup_limits *limits, struct sbx_cgroup_job *job,
-		     struct sbx_error *error)
+		     const struct sbx_cgroup_limits *limits, enum sbx_cgroup_placement placement,
+		     struct sbx_cgroup_job *job, struct sbx_error *error)
 {
 	const uint64_t requested[] = { limits->memory_max, limits->pids_max,
 				       limits->cpu_max_millis };
-	const char *tracking_base = layout == SBX_CGROUP_HYBRID ? CGROUP_ROOT "/unified" :
-								   CGROUP_ROOT "/freezer";
+	const char *tracking_mount = layout == SBX_CGROUP_HYBRID ? CGROUP_ROOT "/unified" :
+								    CGROUP_ROOT "/freezer";
+	const char *tracking_controller = layout == SBX_CGROUP_HYBRID ? NULL : "freezer";
 	_cleanup_free_ char *dir = NULL;
+	_cleanup_free_ char *tracking_base = NULL;
 
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(v1_limit_controllers); i++) {
 		const struct v1_controller *controller = &v1_limit_controllers[i];
-		char base[PATH_MAX];
+		_cleanup_free_ char *base = NULL;
+		char mount[PATH_MAX];
 		char probe[PATH_MAX];
+		char key[32];
 
-		snprintf(base, sizeof(base), CGROUP_ROOT "/%s", controller->name);
-		if (!v1_mounted(base)) {
+		snprintf(mount, sizeof(mount), CGROUP_ROOT "/%s", controller->name);
+		snprintf(key, sizeof(key), "%s_max", controller->name);
+		if (!v1_mounted(mount)) {
 			if (requested[i] == 0)
 				continue;
 			return sbx_error_set(error, SBX_ERROR_SYSTEM,
 					     "cgroup %s: the v1 %s controller is not mounted there; "
 					     "mount it or set local.%s_max to 0",
-					     base, controller->name, controller->name);
+					     mount, controller->name, controller->name);
 		}
+		/* Without a limit for it, an unprivileged runner needs no delegation there. */
+		if (placement == SBX_CGROUP_DELEGATED && requested[i] == 0)
+			continue;
+		if (job_base(mount, controller->name, key, placement, &base, error) < 0)
+			return -1;
 		if (make_job_dir(base, id, controller->name, &dir, error) < 0)
 			return -1;
 		job->paths[job->path_count++] = steal_pointer(&dir);
@@ -519,16 +565,19 @@ static int create_v1(const char *id, enum sbx_cgroup_layout layout,
 					     "cgroup %s: not found; the hierarchy at %s does not "
 					     "have the %s controller: mount it there or set "
 					     "local.%s_max to 0",
-					     probe, base, controller->name, controller->name);
+					     probe, mount, controller->name, controller->name);
 		if (write_v1_limits(job->paths[job->path_count - 1], i, limits, error) < 0)
 			return -1;
 	}
 
-	if (layout == SBX_CGROUP_LEGACY && !v1_mounted(tracking_base))
+	if (layout == SBX_CGROUP_LEGACY && !v1_mounted(tracking_mount))
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
 				     "cgroup %s: the v1 freezer controller is not mounted there; "
 				     "sbx needs it to kill a job's processes: mount it",
-				     tracking_base);
+				     tracking_mount);
+	if (job_base(tracking_mount, tracking_controller, NULL, placement, &tracking_base,
+		     error) < 0)
+		return -1;
 	if (make_job_dir(tracking_base, id, layout == SBX_CGROUP_LEGACY ? "freezer" : NULL, &dir,
 			 error) < 0)
 		return -1;
@@ -539,6 +588,13 @@ static int create_v1(const char *id, enum sbx_cgroup_layout layout,
 
 int sbx_cgroup_job_create(const char *id, const struct sbx_cgroup_limits *limits,
 			  struct sbx_cgroup_job *job, struct sbx_error *error)
+{
+	return sbx_cgroup_job_create_in(id, limits, SBX_CGROUP_AT_TOP, job, error);
+}
+
+int sbx_cgroup_job_create_in(const char *id, const struct sbx_cgroup_limits *limits,
+			     enum sbx_cgroup_placement placement, struct sbx_cgroup_job *job,
+			     struct sbx_error *error)
 {
 	struct sbx_cgroup_job created = { .tracking_index = -1 };
 	int result;
@@ -554,11 +610,11 @@ int sbx_cgroup_job_create(const char *id, const struct sbx_cgroup_limits *limits
 	created.layout = sbx_cgroup_detect();
 	switch (created.layout) {
 	case SBX_CGROUP_UNIFIED:
-		result = create_unified(id, limits, &created, error);
+		result = create_unified(id, limits, placement, &created, error);
 		break;
 	case SBX_CGROUP_HYBRID:
 	case SBX_CGROUP_LEGACY:
-		result = create_v1(id, created.layout, limits, &created, error);
+		result = create_v1(id, created.layout, limits, placement, &created, error);
 		break;
 	default:
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
@@ -751,38 +807,49 @@ struct json_object *sbx_cgroup_job_to_json(const struct sbx_cgroup_job *job)
 	return object;
 }
 
+/* True for one path component of a cgroup above a job's: systemd's unit names and the like. */
+static int parent_component_valid(const char *component, size_t length)
+{
+	if (length == 0 || (length == 1 && component[0] == '.') ||
+	    (length == 2 && component[0] == '.' && component[1] == '.'))
+		return 0;
+	for (size_t i = 0; i < length; i++) {
+		char c = component[i];
+
+		if (!(isalnum((unsigned char) c) || strchr("_.,=@:+-", c) != NULL))
+			return 0;
+	}
+	return 1;
+}
+
 /*
- * Accepts only CGROUP_ROOT[/<hierarchy>]/sbx/<id> with the same ID for every path, so that a
- * damaged or edited journal entry cannot make destroy kill or remove other cgroups.
+ * Accepts only CGROUP_ROOT[/<hierarchy>][/<delegated cgroup>...]/sbx/<id> with the same ID for
+ * every path, so that a damaged or edited journal entry cannot make destroy kill or remove
+ * other cgroups: every path names a job cgroup, never a hierarchy or one of its parents.
  */
 static int journal_path_valid(const char *path, char *id, size_t id_size)
 {
-	const char *rest, *sbx, *job_id;
-	size_t hierarchy_length;
+	const char *rest, *job_id, *parent;
+	size_t parent_length = strlen(CGROUP_PARENT);
 
 	if (strncmp(path, CGROUP_ROOT "/", strlen(CGROUP_ROOT "/")) != 0)
 		return 0;
 	rest = path + strlen(CGROUP_ROOT "/");
-	if (strncmp(rest, CGROUP_PARENT "/", strlen(CGROUP_PARENT "/")) == 0) {
-		sbx = rest;
-	} else {
-		hierarchy_length = strcspn(rest, "/");
-		if (hierarchy_length == 0 || rest[hierarchy_length] != '/')
-			return 0;
-		for (size_t i = 0; i < hierarchy_length; i++) {
-			char c = rest[i];
-
-			if (!(islower((unsigned char) c) || isdigit((unsigned char) c) || c == '_' ||
-			      c == ',' || c == '=' || c == '-'))
-				return 0;
-		}
-		sbx = rest + hierarchy_length + 1;
-		if (strncmp(sbx, CGROUP_PARENT "/", strlen(CGROUP_PARENT "/")) != 0)
-			return 0;
-	}
-	job_id = sbx + strlen(CGROUP_PARENT "/");
-	if (!sbx_id_valid(job_id))
+	job_id = strrchr(rest, '/');
+	if (job_id == NULL || !sbx_id_valid(job_id + 1))
 		return 0;
+	parent = job_id - parent_length;
+	if (parent < rest || strncmp(parent, CGROUP_PARENT, parent_length) != 0 ||
+	    (parent > rest && parent[-1] != '/'))
+		return 0;
+	for (const char *component = rest; component < parent;) {
+		size_t length = strcspn(component, "/");
+
+		if (!parent_component_valid(component, length))
+			return 0;
+		component += length + 1;
+	}
+	job_id++;
 	if (id[0] == '\0')
 		snprintf(id, id_size, "%s", job_id);
 	return strcmp(id, job_id) == 0;
@@ -827,8 +894,8 @@ int sbx_cgroup_job_from_json(struct json_object *object, struct sbx_cgroup_job *
 			sbx_cgroup_job_clear(&restored);
 			return sbx_error_set(error, SBX_ERROR_INVALID,
 					     "journal cgroup data: path \"%s\" is invalid; expected "
-					     CGROUP_ROOT "[/<hierarchy>]/" CGROUP_PARENT
-					     "/<id> with one id for every path",
+					     CGROUP_ROOT "[/<hierarchy>][/<cgroup>...]/"
+					     CGROUP_PARENT "/<id> with one id for every path",
 					     path == NULL ? "(null)" : path);
 		}
 		restored.paths[i] = strdup(path);

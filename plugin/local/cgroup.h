@@ -46,10 +46,24 @@ struct sbx_cgroup_job {
 enum sbx_cgroup_layout sbx_cgroup_detect(void);
 const char *sbx_cgroup_layout_name(enum sbx_cgroup_layout layout);
 
-/* Creates the job cgroup for ID with LIMITS. Fails with a message naming the missing
- * controller or the permission problem and the fix. */
+/* Where a job's cgroups go in each hierarchy. */
+enum sbx_cgroup_placement {
+	/* <hierarchy>/sbx/<id>, outside the runner's own cgroup; needs root. */
+	SBX_CGROUP_AT_TOP = 0,
+	/* <delegated cgroup>/sbx/<id>, where the delegated cgroup is the highest one above the
+	 * caller's own cgroup that belongs to the caller's uid (systemd's Delegate=yes, or a
+	 * subtree chowned to the runner's user). */
+	SBX_CGROUP_DELEGATED = 1,
+};
+
+/* Creates the job cgroup for ID with LIMITS at the top of each hierarchy. Fails with a message
+ * naming the missing controller or the permission problem and the fix. */
 int sbx_cgroup_job_create(const char *id, const struct sbx_cgroup_limits *limits,
 			  struct sbx_cgroup_job *job, struct sbx_error *error);
+/* The same with the PLACEMENT of the job cgroups chosen. */
+int sbx_cgroup_job_create_in(const char *id, const struct sbx_cgroup_limits *limits,
+			     enum sbx_cgroup_placement placement, struct sbx_cgroup_job *job,
+			     struct sbx_error *error);
 
 /* Moves PID into leaf LEAF ("init", "stage-3", ...) of the job, creating the leaf. */
 int sbx_cgroup_job_enter(const struct sbx_cgroup_job *job, const char *leaf, pid_t pid,

@@ -30,4 +30,22 @@ int sbx_cgroup_kill_plain(const char *dir, int64_t deadline, struct sbx_error *e
 /* Removes DIR and every cgroup below it; a missing DIR counts as removed. */
 int sbx_cgroup_remove_tree(const char *dir, int64_t deadline, struct sbx_error *error);
 
+/* cgroup_delegate.c. */
+/*
+ * Copies into PATH the caller's cgroup in the hierarchy whose line of PROC_CGROUP (the text of
+ * /proc/self/cgroup) lists CONTROLLER, or in the cgroup2 hierarchy ("0::") when CONTROLLER is
+ * NULL. 0, or -1 with errno ENOENT (no such line) or EINVAL.
+ */
+int sbx_cgroup_own_path(const char *proc_cgroup, const char *controller, char *path,
+			size_t size);
+/*
+ * Finds the delegated cgroup below MOUNT (the hierarchy of CONTROLLER, NULL for cgroup2) that
+ * job cgroups go in when sbx does not run as root: the highest cgroup between the hierarchy's
+ * root and the caller's own cgroup that, like every cgroup below it on that path, belongs to
+ * the caller. Fails with a message that ends in FIX when the caller's own cgroup is not
+ * delegated.
+ */
+int sbx_cgroup_delegated_base(const char *mount, const char *controller, const char *fix,
+			      char **base, struct sbx_error *error);
+
 #endif /* SBX_LOCAL_CGROUP_INTERNAL_H */

@@ -111,26 +111,45 @@ static void check_cgroups(struct checks *checks, const struct sbx_executor *exec
 		.cpu_max_millis = local->cpu_max_millis,
 	};
 	enum sbx_cgroup_layout layout = sbx_cgroup_detect();
+	/* Jobs run without a cgroup then, which is worth a warning but works. */
+	enum sbx_check_status missing = local->require_cgroup ? SBX_CHECK_FAILED
+							      : SBX_CHECK_WARNING;
+	struct sbx_ids_host host;
+	struct sbx_id_map map;
+	enum sbx_cgroup_placement placement = SBX_CGROUP_AT_TOP;
 	struct sbx_cgroup_job job;
 	struct sbx_error error;
-	char id[32], hex[9], detail[512];
+	char id[32], hex[9], detail[1024];
 
 	if (layout == SBX_CGROUP_NONE) {
-		report(checks, SBX_CHECK_FAILED, "cgroups", "no cgroup file system under /sys/fs/cgroup",
+		report(checks, missing, "cgroups", "no cgroup file system under /sys/fs/cgroup",
 		       "mount cgroup2 on /sys/fs/cgroup (or the v1 memory, pids and cpu "
-		       "controllers)");
+		       "controllers), or set local.require_cgroup: false to run jobs without "
+		       "cgroup limits");
 		return;
 	}
+	/* Where prepare would put it; with no valid id mapping, where its mode would. */
+	memset(&error, 0, sizeof(error));
+	sbx_ids_host_detect(&host);
+	if (sbx_ids_plan(executor->config, &host, &map, &error) == 0 ? map.mode != SBX_IDS_ROOT
+								      : host.euid != 0)
+		placement = SBX_CGROUP_DELEGATED;
 	/* Creating a real job cgroup with the configured limits checks controllers and
 	 * delegation in one go. */
-	memset(&error, 0, sizeof(error));
 	if (sbx_random_hex(hex, 4) < 0)
 		snprintf(hex, sizeof(hex), "%08x", (unsigned) getpid());
 	snprintf(id, sizeof(id), "doctor-%s", hex);
-	if (sbx_cgroup_job_create(id, &limits, &job, &error) < 0) {
-		report(checks, SBX_CHECK_FAILED, "cgroups", error.message,
-		       "run sbx as root, or delegate a cgroup subtree with the memory, pids and cpu "
-		       "controllers to the runner's user (systemd: Delegate=yes on its service)");
+	memset(&error, 0, sizeof(error));
+	if (sbx_cgroup_job_create_in(id, &limits, placement, &job, &error) < 0) {
+		report(checks, missing, "cgroups", error.message,
+		       local->require_cgroup
+			       ? "run sbx as root, or delegate a cgroup subtree that contains the "
+				 "runner, with the memory, pids and cpu controllers, to the runner's "
+				 "user (systemd: Delegate=yes on its unit), or set "
+				 "local.require_cgroup: false to run jobs without cgroup limits"
+			       : "jobs run without memory, process and CPU limits, each stage in its "
+				 "own pid namespace; delegate a cgroup subtree to the runner's user "
+				 "to limit them");
 		return;
 	}
 	snprintf(detail, sizeof(detail), "%s layout; a job cgroup with the configured limits can "

@@ -64,6 +64,11 @@ int sbx_job_from_entry(const struct sbx_journal_entry *entry, struct sbx_job *jo
 			goto fail;
 		parsed.have_cgroup = 1;
 	}
+	if (json_object_object_get_ex(data, "stage_pid_namespace", &field)) {
+		if (!json_object_is_type(field, json_type_boolean))
+			goto invalid;
+		parsed.stage_pid_namespace = json_object_get_boolean(field);
+	}
 	if (json_object_object_get_ex(data, "init", &field)) {
 		int64_t pid = 0, start = -1, namespace_inode = 0;
 

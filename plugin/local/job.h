@@ -10,6 +10,8 @@
  *   rootfs        root file system of the job
  *   ids           the user namespace's id maps (ids.h)
  *   cgroup        the job's cgroup (cgroup.h)
+ *   stage_pid_namespace   true when the job has no cgroup (local.require_cgroup: false), so
+ *                 each stage runs in a nested pid namespace instead
  *   init          {"pid": N, "start_time": N, "pid_namespace": N}
  *   proxy_port    port of the egress proxy inside the sandbox
  *   ci_server_url, extra_allow   what the egress allow-lists add for this job
@@ -38,6 +40,7 @@ struct sbx_job {
 	struct sbx_id_map ids;
 	int have_cgroup;
 	struct sbx_cgroup_job cgroup;
+	int stage_pid_namespace; /* no cgroup: each stage gets a nested pid namespace */
 	pid_t init_pid; /* 0: none recorded */
 	uint64_t init_start_time;
 	uint64_t init_pid_namespace; /* inode of the init's pid namespace; 0: not recorded */

@@ -111,6 +111,12 @@ int sbx_mounts_write_etc(const char *etc_dir, const char *hostname, uid_t job_ui
 int sbx_mounts_apply(const struct sbx_mounts_plan *plan, const char *staging, char *message,
 		     size_t message_size);
 
+/*
+ * Mounts a procfs of the caller's pid namespace on ROOT/proc ("" for /proc) with /proc/sys,
+ * /proc/sysrq-trigger, /proc/irq and /proc/bus read-only. On failure MESSAGE names the step.
+ */
+int sbx_mounts_proc(const char *root, char *message, size_t message_size);
+
 /* Finds the gitlab-runner binary: CONFIGURED if set, else the first one on PATH. */
 char *sbx_mounts_find_gitlab_runner(const char *configured);
 

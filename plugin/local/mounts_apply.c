@@ -330,11 +330,11 @@ static int mount_sbx_files(const struct sbx_mounts_plan *plan, const char *stagi
 }
 
 /*
- * Mounts the job's procfs on ROOT/proc. It must happen before pivot_root: the kernel refuses
- * a procfs mount in a user namespace unless a fully visible procfs is already mounted in the
- * mount namespace, and the host's goes away with the old root.
+ * In the job init it must happen before pivot_root: the kernel refuses a procfs mount in a
+ * user namespace unless a fully visible procfs is already mounted in the mount namespace, and
+ * the host's goes away with the old root.
  */
-static int mount_proc(const char *root, char *message, size_t size)
+int sbx_mounts_proc(const char *root, char *message, size_t size)
 {
 	char proc[PATH_MAX / 2], path[PATH_MAX];
 
@@ -405,7 +405,7 @@ int sbx_mounts_apply(const struct sbx_mounts_plan *plan, const char *staging, ch
 				    MOUNT_ATTR_NOEXEC,
 			    message, size) < 0)
 		return -1;
-	if (mount_proc(staging, message, size) < 0)
+	if (sbx_mounts_proc(staging, message, size) < 0)
 		return -1;
 
 	/* pivot_root, never chroot: a stage that joins this mount namespace later lands on the

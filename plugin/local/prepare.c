@@ -173,16 +173,39 @@ static int create_cgroup(struct prepare *prepare, struct sbx_error *error)
 		.pids_max = local->pids_max,
 		.cpu_max_millis = local->cpu_max_millis,
 	};
+	/* Root puts job cgroups outside the runner's own, so restarting the runner leaves jobs
+	 * alone; another user can only use a subtree delegated to it. */
+	enum sbx_cgroup_placement placement = prepare->ids.mode == SBX_IDS_ROOT
+						      ? SBX_CGROUP_AT_TOP
+						      : SBX_CGROUP_DELEGATED;
+	struct sbx_error cgroup_error;
 
+	memset(&cgroup_error, 0, sizeof(cgroup_error));
 	if (sbx_cgroup_detect() == SBX_CGROUP_NONE)
-		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "no usable cgroup file system under /sys/fs/cgroup; mount "
-				     "cgroup2 there (or the v1 memory, pids and cpu controllers), "
-				     "which the local backend needs to limit and kill jobs");
-	if (sbx_cgroup_job_create(prepare->spec->id, &limits, &prepare->cgroup, error) < 0)
+		sbx_error_set(&cgroup_error, SBX_ERROR_SYSTEM,
+			      "no usable cgroup file system under /sys/fs/cgroup; mount cgroup2 "
+			      "there (or the v1 memory, pids and cpu controllers), which the local "
+			      "backend needs to limit and kill jobs, or set local.require_cgroup: "
+			      "false to run jobs without cgroup limits");
+	else if (sbx_cgroup_job_create_in(prepare->spec->id, &limits, placement, &prepare->cgroup,
+					  &cgroup_error) == 0)
+		prepare->have_cgroup = 1;
+
+	if (prepare->have_cgroup)
+		return record(prepare, "cgroup", sbx_cgroup_job_to_json(&prepare->cgroup), error);
+	if (local->require_cgroup || cgroup_error.error_class != SBX_ERROR_SYSTEM) {
+		if (error != NULL)
+			*error = cgroup_error;
 		return -1;
-	prepare->have_cgroup = 1;
-	return record(prepare, "cgroup", sbx_cgroup_job_to_json(&prepare->cgroup), error);
+	}
+	/* Each stage then runs in its own pid namespace, whose end kills what the stage left.
+	 * The cause is logged without its fix ("what failed; fix"), which would name the
+	 * setting that is already in place. */
+	sbx_warning("sandbox %s runs without a cgroup, so without memory, process and CPU limits "
+		    "(local.require_cgroup is false): %.*s",
+		    prepare->spec->id, (int) strcspn(cgroup_error.message, ";"),
+		    cgroup_error.message);
+	return record(prepare, "stage_pid_namespace", json_object_new_boolean(1), error);
 }
 
 /* Called by sbx_init_start() before the init goes on: record it, then put it in its leaf. */
@@ -204,6 +227,8 @@ static int on_init_pid(void *userdata, pid_t pid, struct sbx_error *error)
 			       json_object_new_int64((int64_t) pid_namespace));
 	if (record(prepare, "init", init, error) < 0)
 		return -1;
+	if (!prepare->have_cgroup)
+		return 0;
 	return sbx_cgroup_job_enter(&prepare->cgroup, "init", pid, error);
 }
 
@@ -392,8 +417,10 @@ int sbx_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	}
 
 	fill_entry(&prepare);
+	/* The cgroup before the directories: a host without a usable cgroup fails the job
+	 * before it has created the job's cache directory. */
 	if (prepare.entry.backend == NULL || record_job_settings(&prepare, error) < 0 ||
-	    create_directories(&prepare, error) < 0 || create_cgroup(&prepare, error) < 0 ||
+	    create_cgroup(&prepare, error) < 0 || create_directories(&prepare, error) < 0 ||
 	    start_init(&prepare, &init_pid, error) < 0)
 		goto fail;
 
@@ -405,7 +432,7 @@ int sbx_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 		 spec->id, sbx_monotonic_ms() - started, sbx_ids_mode_name(prepare.ids.mode),
 		 (unsigned) prepare.ids.job_uid, (unsigned) prepare.ids.host_uid, (int) init_pid,
 		 prepare.rootfs != NULL ? prepare.rootfs : "/", prepare.builds_dir, prepare.cache_dir,
-		 prepare.cgroup.path_count > 0 ? prepare.cgroup.paths[0] : "-",
+		 prepare.cgroup.path_count > 0 ? prepare.cgroup.paths[0] : "none",
 		 (unsigned) executor->config->network.proxy_port);
 	sbx_journal_unlock(lock_fd);
 	prepare_clear(&prepare);

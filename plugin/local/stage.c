@@ -127,7 +127,8 @@ static int load_sandbox(struct sbx_executor *executor, const char *id, struct ex
 	if (sbx_job_from_entry(&exec->entry, &exec->job, error) < 0)
 		return -1;
 	exec->have_job = 1;
-	if (exec->job.job_dir == NULL || !exec->job.have_cgroup || !exec->job.have_ids)
+	if (exec->job.job_dir == NULL ||
+	    (!exec->job.have_cgroup && !exec->job.stage_pid_namespace) || !exec->job.have_ids)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
 				     "journal entry of sandbox %s lacks its job directory, cgroup or "
 				     "id map; destroy it and prepare a new one",
@@ -311,9 +312,27 @@ static enum wait_result wait_step(int child_pidfd, const struct sbx_exec_spec *s
 /* SIGTERM to the stage's processes, SIGKILL for whatever is left after STOP_GRACE seconds. */
 static void stop_step(struct exec *exec, int child_pidfd, int64_t stop_grace)
 {
-	sbx_cgroup_leaf_signal(&exec->job.cgroup, exec->leaf, SIGTERM);
+	/* Without a cgroup the joining child passes SIGTERM down to the stage's pid namespace. */
+	if (exec->job.have_cgroup)
+		sbx_cgroup_leaf_signal(&exec->job.cgroup, exec->leaf, SIGTERM);
+	else
+		pidfd_send_signal(child_pidfd, SIGTERM, NULL, 0);
 	sbx_process_wait_exit(child_pidfd, stop_grace > INT_MAX / 1000 ? INT_MAX
 								     : (int) stop_grace * 1000);
+}
+
+/*
+ * Kills whatever the stage left. Without a cgroup, SIGKILL of the joining child reaches the
+ * stage's pid namespace through PR_SET_PDEATHSIG, and the namespace dies with its init.
+ */
+static int kill_stage(struct exec *exec, int child_pidfd, struct sbx_error *error)
+{
+	if (exec->job.have_cgroup)
+		return sbx_cgroup_leaf_kill(&exec->job.cgroup, exec->leaf, LEAF_KILL_TIMEOUT_MS,
+					    error);
+	if (child_pidfd >= 0)
+		pidfd_send_signal(child_pidfd, SIGKILL, NULL, 0);
+	return 0;
 }
 
 static int run_child(struct sbx_executor *executor, const struct sbx_exec_spec *spec,
@@ -343,6 +362,7 @@ static int run_child(struct sbx_executor *executor, const struct sbx_exec_spec *
 	child.uid = exec->job.ids.job_uid;
 	child.gid = exec->job.ids.job_gid;
 	child.set_groups = exec->job.ids.mode != SBX_IDS_RUNNER;
+	child.stage_pid_namespace = !exec->job.have_cgroup;
 	child.cap_last = read_cap_last();
 	child.filter = exec->filter;
 
@@ -383,7 +403,8 @@ static int run_child(struct sbx_executor *executor, const struct sbx_exec_spec *
 	/* The child enters the stage's leaf while it still has the host's view of the cgroup
 	 * file system; the step inherits the leaf. */
 	if (child_pidfd < 0 ||
-	    sbx_cgroup_job_enter(&exec->job.cgroup, exec->leaf, pid, error) < 0 ||
+	    (exec->job.have_cgroup &&
+	     sbx_cgroup_job_enter(&exec->job.cgroup, exec->leaf, pid, error) < 0) ||
 	    start_proxy(executor, spec, exec, error) < 0 || write(go_fd, "g", 1) != 1) {
 		if (child_pidfd < 0)
 			sbx_error_errno(error, errno, "cannot open a pidfd of the stage's child");
@@ -392,7 +413,7 @@ static int run_child(struct sbx_executor *executor, const struct sbx_exec_spec *
 		kill(pid, SIGKILL);
 		waitpid(pid, &child_status, 0);
 		memset(&leaf_error, 0, sizeof(leaf_error));
-		sbx_cgroup_leaf_kill(&exec->job.cgroup, exec->leaf, LEAF_KILL_TIMEOUT_MS, &leaf_error);
+		kill_stage(exec, -1, &leaf_error);
 		return -1;
 	}
 	sbx_closep(&go_fd);
@@ -403,8 +424,7 @@ static int run_child(struct sbx_executor *executor, const struct sbx_exec_spec *
 	/* Whatever the step left in its leaf (background jobs, daemons) must not outlive it:
 	 * it could hold the runner's stdout or stderr open. */
 	memset(&leaf_error, 0, sizeof(leaf_error));
-	if (sbx_cgroup_leaf_kill(&exec->job.cgroup, exec->leaf, LEAF_KILL_TIMEOUT_MS, &leaf_error) <
-	    0)
+	if (kill_stage(exec, child_pidfd, &leaf_error) < 0)
 		sbx_warning("sandbox %s: %s", spec->id, leaf_error.message);
 	while (waitpid(pid, &child_status, 0) < 0 && errno == EINTR)
 		;

@@ -49,6 +49,9 @@ struct sbx_stage_child {
 	uid_t uid;
 	gid_t gid;
 	int set_groups; /* 0 where setgroups is denied (runner-uid mode) */
+	/* The job has no cgroup: the step runs below a nested pid namespace's init, whose exit
+	 * makes the kernel kill whatever the step left behind. */
+	int stage_pid_namespace;
 	int cap_last; /* highest capability number of the kernel */
 	struct sbx_seccomp_filter *filter;
 };

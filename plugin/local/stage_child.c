@@ -11,12 +11,14 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mounts.h"
 #include "seccomp.h"
 #include "stage.h"
 
@@ -179,6 +181,93 @@ static void __attribute__((noreturn)) run_step(const struct sbx_stage_child *chi
 	_exit(exec_errno == ENOENT ? 127 : 126);
 }
 
+/* Where a SIGTERM (a cancelled step) goes next: a child's pid, or -1 for every process in the
+ * caller's pid namespace but itself. 0: nowhere. */
+static volatile sig_atomic_t forward_target;
+
+static void forward_signal(int signal_number)
+{
+	int saved = errno;
+
+	if (forward_target != 0)
+		kill((pid_t) forward_target, signal_number);
+	errno = saved;
+}
+
+static void forward_sigterm_to(pid_t target)
+{
+	struct sigaction action;
+
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = forward_signal;
+	action.sa_flags = SA_RESTART;
+	sigemptyset(&action.sa_mask);
+	forward_target = target;
+	sigaction(SIGTERM, &action, NULL);
+}
+
+/*
+ * The stage's own pid namespace, for jobs without a cgroup. This process is inside the job's
+ * pid namespace, so it may create a child namespace there (a process that only joined a pid
+ * namespace may not: unshare() fails with EINVAL). Its child becomes PID 1 of the new
+ * namespace and runs the step below it; when that init exits, the kernel kills every process
+ * left in the namespace. SIGTERM travels C -> this process -> the stage init -> kill(-1), and
+ * PR_SET_PDEATHSIG carries a SIGKILL of C down the same chain. The stage also gets its own
+ * mount namespace with a procfs of its pid namespace: with the job's, getpid() would name
+ * another process in /proc, and ps fails.
+ */
+static void __attribute__((noreturn)) run_stage_namespace(const struct sbx_stage_child *child,
+							  int in_fd, int out_fd, int err_fd,
+							  int script_fd)
+{
+	pid_t stage_init, step, done;
+	char message[256];
+	int status;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0)
+		fail(child, "cannot create the stage's pid and mount namespaces");
+	stage_init = fork();
+	if (stage_init < 0)
+		fail(child, "cannot fork the stage's init");
+	if (stage_init > 0) {
+		forward_sigterm_to(stage_init);
+		while (waitpid(stage_init, &status, 0) < 0 && errno == EINTR)
+			;
+		_exit(0);
+	}
+
+	/* PID 1 of the stage's namespace: the kernel drops signals it has no handler for. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	forward_sigterm_to(-1);
+	/* Private first, so that the new /proc stays out of the job's mount namespace. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		fail(child, "cannot make the stage's mounts private");
+	if (sbx_mounts_proc("", message, sizeof(message)) < 0)
+		fail(child, message);
+	step = fork();
+	if (step < 0)
+		fail(child, "cannot fork the step");
+	if (step == 0)
+		run_step(child, in_fd, out_fd, err_fd, script_fd);
+	if (in_fd >= 0)
+		close(in_fd);
+	close(out_fd);
+	close(err_fd);
+	if (script_fd >= 0)
+		close(script_fd);
+	/* Orphans of the step come here too: reap them until the step itself ends. */
+	for (;;) {
+		done = waitpid(-1, &status, 0);
+		if (done == step)
+			break;
+		if (done < 0 && errno != EINTR)
+			fail(child, "cannot wait for the step");
+	}
+	report(child, SBX_STAGE_REPORT_STATUS, status, NULL);
+	_exit(0);
+}
+
 void sbx_stage_child_run(const struct sbx_stage_child *shared)
 {
 	struct sbx_stage_child copy = *shared;
@@ -223,8 +312,13 @@ void sbx_stage_child_run(const struct sbx_stage_child *shared)
 	step = fork();
 	if (step < 0)
 		fail(child, "cannot fork the step");
-	if (step == 0)
+	if (step == 0) {
+		if (child->stage_pid_namespace)
+			run_stage_namespace(child, in_fd, out_fd, err_fd, script_fd);
 		run_step(child, in_fd, out_fd, err_fd, script_fd);
+	}
+	if (child->stage_pid_namespace)
+		forward_sigterm_to(step);
 
 	if (in_fd >= 0)
 		close(in_fd);
@@ -236,6 +330,8 @@ void sbx_stage_child_run(const struct sbx_stage_child *shared)
 		if (errno != EINTR)
 			fail(child, "cannot wait for the step");
 	}
-	report(child, SBX_STAGE_REPORT_STATUS, status, NULL);
+	/* With a stage pid namespace, its init reported the step's status. */
+	if (!child->stage_pid_namespace)
+		report(child, SBX_STAGE_REPORT_STATUS, status, NULL);
 	_exit(0);
 }

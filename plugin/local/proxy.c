@@ -4,6 +4,8 @@
  * CONNECTION_MAX), all of them waking on one eventfd when the proxy stops. A connection carries
  * one CONNECT tunnel or one plain HTTP request. The proxy checks the requested name against the
  * allow-list, resolves it once on the host, vets every address and connects only to a vetted one.
+ * This file serves connections and decides; proxy_http.c parses requests and proxy_relay.c
+ * moves the bytes of an admitted connection.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,13 +31,9 @@
 #include "error.h"
 #include "log.h"
 #include "proxy.h"
+#include "proxy_internal.h"
 #include "util.h"
 
-/* Largest request head (request line and headers) a client may send; larger ones get 431. */
-#define HEADER_MAX 16384
-#define HEADER_COUNT_MAX 100
-/* Bytes buffered per relay direction. */
-#define RELAY_BUFFER_SIZE 16384
 /* Open client connections; further clients wait in the listen backlog. */
 #define CONNECTION_MAX 256
 /* A client that has not sent its whole request head by then gets 408. */
@@ -50,8 +48,6 @@
 #define LINGER_MS 2000
 #define LINGER_BYTES (256 * 1024)
 #define THREAD_STACK_SIZE (256 * 1024)
-/* Longest "host:port" text: a 253-character name or a bracketed IPv6 address, and a port. */
-#define DISPLAY_MAX 300
 
 struct sbx_proxy;
 
@@ -81,37 +77,6 @@ struct sbx_proxy {
 	/* Separate from LOCK because a notice write may wait up to a second. */
 	pthread_mutex_t notice_lock;
 	unsigned notice_count;
-};
-
-/* The destination of one request, as checked and logged. */
-struct destination {
-	/* "CONNECT" or "HTTP": the kind of request, never the client's method or URL. */
-	const char *kind;
-	/* Normalised host name, or the canonical text of an IP literal. */
-	char host[256];
-	bool literal;
-	struct sockaddr_storage literal_address;
-	uint16_t port;
-	/* host:port, IPv6 in brackets: the only form of the destination that is logged. */
-	char display[DISPLAY_MAX];
-};
-
-struct header {
-	char *name;
-	char *value;
-};
-
-struct request {
-	char *method;
-	char *target;
-	struct header headers[HEADER_COUNT_MAX];
-	size_t header_count;
-};
-
-enum relay_result {
-	RELAY_DONE = 0,
-	RELAY_FAILED = -1,
-	RELAY_STOPPED = -2,
 };
 
 static int64_t remaining_ms(int64_t deadline)
@@ -334,16 +299,6 @@ static void refuse(struct sbx_proxy *proxy, int client_fd, const struct destinat
 		  detail);
 }
 
-static void address_to_text(const struct sockaddr_storage *address, char *buffer, size_t size)
-{
-	const void *bytes = address->ss_family == AF_INET
-				    ? (const void *) &((const struct sockaddr_in *) address)->sin_addr
-				    : (const void *) &((const struct sockaddr_in6 *) address)->sin6_addr;
-
-	if (inet_ntop(address->ss_family, bytes, buffer, (socklen_t) size) == NULL)
-		snprintf(buffer, size, "?");
-}
-
 static void set_port(struct sockaddr_storage *address, uint16_t port)
 {
 	if (address->ss_family == AF_INET)
@@ -356,79 +311,6 @@ static socklen_t address_length(const struct sockaddr_storage *address)
 {
 	return address->ss_family == AF_INET ? sizeof(struct sockaddr_in)
 					     : sizeof(struct sockaddr_in6);
-}
-
-/* Parses a port of 1-65535 from the LENGTH bytes at TEXT. */
-static int parse_port(const char *text, size_t length, uint16_t *port)
-{
-	unsigned long value = 0;
-	size_t i;
-
-	if (length == 0 || length > 5)
-		return -1;
-	for (i = 0; i < length; i++) {
-		if (text[i] < '0' || text[i] > '9')
-			return -1;
-		value = value * 10 + (unsigned long) (text[i] - '0');
-	}
-	if (value < 1 || value > 65535)
-		return -1;
-	*port = (uint16_t) value;
-	return 0;
-}
-
-/*
- * Fills DESTINATION from the HOST_LENGTH bytes at HOST (a name, an IPv4 address or a bracketed
- * IPv6 address) and PORT. Returns 0, -1 when HOST is not a valid host at all (a 400), or -2
- * when it is well-formed but no allow-list entry could ever name it (a 403).
- */
-static int make_destination(const char *host, size_t host_length, uint16_t port,
-			    struct destination *destination)
-{
-	char text[DISPLAY_MAX];
-	struct sockaddr_in *in = (struct sockaddr_in *) &destination->literal_address;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &destination->literal_address;
-
-	if (host_length == 0 || host_length >= sizeof(text))
-		return -1;
-	memcpy(text, host, host_length);
-	text[host_length] = '\0';
-	destination->port = port;
-	memset(&destination->literal_address, 0, sizeof(destination->literal_address));
-
-	if (text[0] == '[') {
-		if (text[host_length - 1] != ']')
-			return -1;
-		text[host_length - 1] = '\0';
-		if (inet_pton(AF_INET6, text + 1, &in6->sin6_addr) != 1)
-			return -1;
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons(port);
-		destination->literal = true;
-		address_to_text(&destination->literal_address, destination->host,
-				sizeof(destination->host));
-		snprintf(destination->display, sizeof(destination->display), "[%s]:%u",
-			 destination->host, port);
-		return 0;
-	}
-	if (inet_pton(AF_INET, text, &in->sin_addr) == 1) {
-		in->sin_family = AF_INET;
-		in->sin_port = htons(port);
-		destination->literal = true;
-		address_to_text(&destination->literal_address, destination->host,
-				sizeof(destination->host));
-	} else if (sbx_allow_normalize_host(text, destination->host, sizeof(destination->host)) <
-		   0) {
-		/* Never echo what the client sent: it is not a valid name. */
-		snprintf(destination->display, sizeof(destination->display), "(invalid host):%u",
-			 port);
-		return -2;
-	} else {
-		destination->literal = false;
-	}
-	snprintf(destination->display, sizeof(destination->display), "%s:%u", destination->host,
-		 port);
-	return 0;
 }
 
 /* Connects to ADDRESS before DEADLINE. Returns the socket, or -1 with errno (ECANCELED when the
@@ -566,7 +448,7 @@ vet:
 			addresses[found++] = candidate;
 		} else if (refused_reason == NULL) {
 			refused_reason = reason;
-			address_to_text(&candidate, refused_address, sizeof(refused_address));
+			sbx_proxy_address_text(&candidate, refused_address, sizeof(refused_address));
 		}
 	}
 	if (!destination->literal)
@@ -641,7 +523,7 @@ static int open_upstream(struct sbx_proxy *proxy, int client_fd,
 	for (i = 0; i < count; i++) {
 		int fd;
 
-		address_to_text(&addresses[i], address_text, sizeof(address_text));
+		sbx_proxy_address_text(&addresses[i], address_text, sizeof(address_text));
 		fd = connect_address(proxy, &addresses[i], deadline);
 		if (fd >= 0) {
 			snprintf(detail, sizeof(detail), "via %s", address_text);
@@ -677,22 +559,6 @@ static int open_upstream(struct sbx_proxy *proxy, int client_fd,
 									 : "proxy_internal_error",
 	       "failed", phrase, detail);
 	return -1;
-}
-
-/* The end of the request head: the offset after the empty line, or 0 when it is incomplete. */
-static size_t find_head_end(const char *buffer, size_t length)
-{
-	size_t i;
-
-	for (i = 0; i + 1 < length; i++) {
-		if (buffer[i] != '\n')
-			continue;
-		if (buffer[i + 1] == '\n')
-			return i + 2;
-		if (buffer[i + 1] == '\r' && i + 2 < length && buffer[i + 2] == '\n')
-			return i + 3;
-	}
-	return 0;
 }
 
 enum head_status {
@@ -731,7 +597,7 @@ static enum head_status read_head(struct sbx_proxy *proxy, int fd, char *buffer,
 			return HEAD_CLOSED;
 
 		/* The whole buffer is rescanned because the empty line may straddle reads. */
-		end = find_head_end(buffer, used + (size_t) n);
+		end = sbx_proxy_find_head_end(buffer, used + (size_t) n);
 		used += (size_t) n;
 		if (end > 0) {
 			buffer[used] = '\0';
@@ -742,454 +608,6 @@ static enum head_status read_head(struct sbx_proxy *proxy, int fd, char *buffer,
 		if (used == HEADER_MAX)
 			return HEAD_TOO_LARGE;
 	}
-}
-
-static bool is_token_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool is_token(const char *text)
-{
-	if (*text == '\0')
-		return false;
-	for (; *text != '\0'; text++) {
-		if (!is_token_char(*text))
-			return false;
-	}
-	return true;
-}
-
-/* True for a request target of visible ASCII only (RFC 9112 section 3.2). */
-static bool is_target_text(const char *text)
-{
-	if (*text == '\0')
-		return false;
-	for (; *text != '\0'; text++) {
-		if ((unsigned char) *text <= 0x20 || (unsigned char) *text >= 0x7f)
-			return false;
-	}
-	return true;
-}
-
-static char *trim_spaces(char *text)
-{
-	size_t length;
-
-	while (*text == ' ' || *text == '\t')
-		text++;
-	length = strlen(text);
-	while (length > 0 && (text[length - 1] == ' ' || text[length - 1] == '\t'))
-		text[--length] = '\0';
-	return text;
-}
-
-/*
- * Splits the NUL-terminated request head in HEAD (modified in place) into REQUEST. Returns 0,
- * -1 for a malformed head (400, with *PROBLEM set) or -2 for too many headers (431).
- */
-static int parse_head(char *head, struct request *request, const char **problem)
-{
-	char *line, *next, *version, *space;
-	bool first = true;
-
-	memset(request, 0, sizeof(*request));
-	/* RFC 9112 section 2.2: ignore empty lines before the request line. */
-	while (*head == '\r' || *head == '\n')
-		head++;
-
-	for (line = head; *line != '\0'; line = next) {
-		char *newline = strchr(line, '\n');
-		size_t length;
-
-		if (newline == NULL) {
-			*problem = "the request head does not end with an empty line";
-			return -1;
-		}
-		*newline = '\0';
-		next = newline + 1;
-		length = (size_t) (newline - line);
-		if (length > 0 && line[length - 1] == '\r')
-			line[--length] = '\0';
-		if (length == 0)
-			break;
-		if (memchr(line, '\r', length) != NULL || strlen(line) != length) {
-			*problem = "the request head contains a stray CR or NUL byte";
-			return -1;
-		}
-
-		if (first) {
-			first = false;
-			space = strchr(line, ' ');
-			if (space == NULL)
-				goto bad_request_line;
-			*space = '\0';
-			request->method = line;
-			request->target = space + 1;
-			space = strchr(request->target, ' ');
-			if (space == NULL)
-				goto bad_request_line;
-			*space = '\0';
-			version = space + 1;
-			if (!is_token(request->method) || !is_target_text(request->target) ||
-			    (strcmp(version, "HTTP/1.1") != 0 && strcmp(version, "HTTP/1.0") != 0))
-				goto bad_request_line;
-			continue;
-		}
-
-		if (line[0] == ' ' || line[0] == '\t') {
-			*problem = "folded header lines are not allowed (RFC 9112 section 5.2)";
-			return -1;
-		}
-		if (request->header_count == HEADER_COUNT_MAX)
-			return -2;
-		space = strchr(line, ':');
-		if (space == NULL) {
-			*problem = "a header line has no colon";
-			return -1;
-		}
-		*space = '\0';
-		if (!is_token(line)) {
-			*problem = "a header name is invalid";
-			return -1;
-		}
-		request->headers[request->header_count].name = line;
-		request->headers[request->header_count].value = trim_spaces(space + 1);
-		request->header_count++;
-	}
-	if (first) {
-		*problem = "the request line is missing";
-		return -1;
-	}
-	return 0;
-
-bad_request_line:
-	*problem = "the request line is not METHOD TARGET HTTP/1.x";
-	return -1;
-}
-
-/* Streams bytes between two sockets in one direction. */
-struct relay_direction {
-	int from;
-	int to;
-	char *buffer;
-	size_t start;
-	size_t end;
-	/* No more input: the peer closed, or the body the framer tracks is complete. */
-	bool input_done;
-	/* Forward the peer's EOF with shutdown(SHUT_WR) once the buffer is empty. */
-	bool half_close;
-	bool shut_down;
-	struct body_framer *framer;
-};
-
-enum chunk_state {
-	CHUNK_SIZE,
-	CHUNK_EXTENSION,
-	CHUNK_SIZE_LF,
-	CHUNK_DATA,
-	CHUNK_DATA_CR,
-	CHUNK_DATA_LF,
-	CHUNK_TRAILER_START,
-	CHUNK_TRAILER_LINE,
-	CHUNK_TRAILER_LF,
-	CHUNK_FINAL_LF,
-	CHUNK_DONE,
-};
-
-/*
- * Finds where a request body ends (Content-Length or chunked) while it is forwarded verbatim, so
- * that the proxy forwards exactly one request per connection.
- */
-struct body_framer {
-	bool chunked;
-	bool done;
-	uint64_t remaining;
-	enum chunk_state state;
-	unsigned digits;
-};
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Steps the chunked parser over one byte C. Returns 0, or -1 for invalid framing. */
-static int chunk_step(struct body_framer *framer, char c)
-{
-	int digit;
-
-	switch (framer->state) {
-	case CHUNK_SIZE:
-		digit = hex_value(c);
-		if (digit >= 0) {
-			/* 15 hex digits stay below 2^60, far past any real body. */
-			if (++framer->digits > 15)
-				return -1;
-			framer->remaining = framer->remaining * 16 + (uint64_t) digit;
-			return 0;
-		}
-		if (framer->digits == 0)
-			return -1;
-		if (c == '\r')
-			framer->state = CHUNK_SIZE_LF;
-		else if (c == ';' || c == ' ' || c == '\t')
-			framer->state = CHUNK_EXTENSION;
-		else
-			return -1;
-		return 0;
-	case CHUNK_EXTENSION:
-		if (c == '\r')
-			framer->state = CHUNK_SIZE_LF;
-		else if (((unsigned char) c < 0x20 && c != '\t') || c == 0x7f)
-			return -1;
-		return 0;
-	case CHUNK_SIZE_LF:
-		if (c != '\n')
-			return -1;
-		framer->state = framer->remaining == 0 ? CHUNK_TRAILER_START : CHUNK_DATA;
-		return 0;
-	case CHUNK_DATA_CR:
-		if (c != '\r')
-			return -1;
-		framer->state = CHUNK_DATA_LF;
-		return 0;
-	case CHUNK_DATA_LF:
-		if (c != '\n')
-			return -1;
-		framer->state = CHUNK_SIZE;
-		framer->digits = 0;
-		framer->remaining = 0;
-		return 0;
-	case CHUNK_TRAILER_START:
-		framer->state = c == '\r' ? CHUNK_FINAL_LF : CHUNK_TRAILER_LINE;
-		return c == '\n' ? -1 : 0;
-	case CHUNK_TRAILER_LINE:
-		if (c == '\r')
-			framer->state = CHUNK_TRAILER_LF;
-		return c == '\n' ? -1 : 0;
-	case CHUNK_TRAILER_LF:
-		if (c != '\n')
-			return -1;
-		framer->state = CHUNK_TRAILER_START;
-		return 0;
-	case CHUNK_FINAL_LF:
-		if (c != '\n')
-			return -1;
-		framer->state = CHUNK_DONE;
-		framer->done = true;
-		return 0;
-	case CHUNK_DATA:
-	case CHUNK_DONE:
-		break;
-	}
-	return -1;
-}
-
-/* Returns how many of the LENGTH bytes at DATA belong to the body, or -1 for bad framing. */
-static ssize_t framer_feed(struct body_framer *framer, const char *data, size_t length)
-{
-	size_t used = 0;
-
-	if (!framer->chunked) {
-		size_t take = framer->remaining < length ? (size_t) framer->remaining : length;
-
-		framer->remaining -= take;
-		framer->done = framer->remaining == 0;
-		return (ssize_t) take;
-	}
-	while (used < length && !framer->done) {
-		if (framer->state == CHUNK_DATA) {
-			size_t take = length - used;
-
-			if (framer->remaining < take)
-				take = (size_t) framer->remaining;
-			framer->remaining -= take;
-			used += take;
-			if (framer->remaining == 0)
-				framer->state = CHUNK_DATA_CR;
-			continue;
-		}
-		if (chunk_step(framer, data[used]) < 0)
-			return -1;
-		used++;
-	}
-	return (ssize_t) used;
-}
-
-/* Reads once into DIRECTION's buffer. Returns 0, or -1 when the relay must end. */
-static int relay_read(struct relay_direction *direction)
-{
-	ssize_t n = recv(direction->from, direction->buffer + direction->end,
-			 RELAY_BUFFER_SIZE - direction->end, 0);
-
-	if (n < 0)
-		return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
-	if (n == 0) {
-		direction->input_done = true;
-		direction->half_close = true;
-		return 0;
-	}
-	if (direction->framer != NULL) {
-		ssize_t body = framer_feed(direction->framer, direction->buffer + direction->end,
-					   (size_t) n);
-
-		if (body < 0)
-			return -1;
-		/* Bytes after the body would be a second request: they are dropped. */
-		n = body;
-		if (direction->framer->done)
-			direction->input_done = true;
-	}
-	direction->end += (size_t) n;
-	return 0;
-}
-
-static int relay_write(struct relay_direction *direction)
-{
-	ssize_t n = send(direction->to, direction->buffer + direction->start,
-			 direction->end - direction->start, MSG_NOSIGNAL);
-
-	if (n < 0)
-		return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
-	direction->start += (size_t) n;
-	if (direction->start == direction->end)
-		direction->start = direction->end = 0;
-	return 0;
-}
-
-/* True once DIRECTION has nothing more to forward; forwards a half-close on the way. */
-static bool relay_finished(struct relay_direction *direction)
-{
-	if (!direction->input_done || direction->start != direction->end)
-		return false;
-	if (direction->half_close && !direction->shut_down) {
-		shutdown(direction->to, SHUT_WR);
-		direction->shut_down = true;
-	}
-	return true;
-}
-
-/*
- * Relays both directions between CLIENT and UPSTREAM until both are finished, either side
- * fails, or the proxy stops. Each socket is polled only for what is wanted from it, so a peer
- * that hung up cannot make poll() return at once in a loop.
- */
-static enum relay_result relay(struct sbx_proxy *proxy, struct relay_direction *up,
-			       struct relay_direction *down)
-{
-	for (;;) {
-		struct relay_direction *directions[2] = { up, down };
-		struct pollfd fds[3];
-		bool up_finished = relay_finished(up);
-		bool down_finished = relay_finished(down);
-		int i, n;
-
-		if (up_finished && down_finished)
-			return RELAY_DONE;
-
-		fds[0] = (struct pollfd){ .fd = up->from, .events = 0 };
-		fds[1] = (struct pollfd){ .fd = up->to, .events = 0 };
-		fds[2] = (struct pollfd){ .fd = proxy->stop_fd, .events = POLLIN };
-		for (i = 0; i < 2; i++) {
-			struct relay_direction *direction = directions[i];
-			struct pollfd *from = i == 0 ? &fds[0] : &fds[1];
-			struct pollfd *to = i == 0 ? &fds[1] : &fds[0];
-
-			if (!direction->input_done && direction->end < RELAY_BUFFER_SIZE)
-				from->events |= POLLIN;
-			if (direction->start != direction->end)
-				to->events |= POLLOUT;
-		}
-		for (i = 0; i < 2; i++) {
-			if (fds[i].events == 0)
-				fds[i].fd = -1;
-		}
-
-		n = poll(fds, 3, -1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return RELAY_FAILED;
-		if (fds[2].revents != 0)
-			return RELAY_STOPPED;
-
-		for (i = 0; i < 2; i++) {
-			struct relay_direction *direction = directions[i];
-			short from_events = i == 0 ? fds[0].revents : fds[1].revents;
-			short to_events = i == 0 ? fds[1].revents : fds[0].revents;
-
-			if ((from_events & (POLLIN | POLLHUP | POLLERR)) && !direction->input_done &&
-			    direction->end < RELAY_BUFFER_SIZE && relay_read(direction) < 0)
-				return RELAY_FAILED;
-			if ((to_events & (POLLOUT | POLLHUP | POLLERR)) &&
-			    direction->start != direction->end && relay_write(direction) < 0)
-				return RELAY_FAILED;
-		}
-	}
-}
-
-/* Relays CLIENT and UPSTREAM, starting with the INITIAL_LENGTH bytes the client sent early. */
-static void relay_connection(struct sbx_proxy *proxy, int client_fd, int upstream_fd,
-			     const char *initial, size_t initial_length,
-			     struct body_framer *framer)
-{
-	_cleanup_free_ char *up_buffer = malloc(RELAY_BUFFER_SIZE);
-	_cleanup_free_ char *down_buffer = malloc(RELAY_BUFFER_SIZE);
-	struct relay_direction up = { .from = client_fd, .to = upstream_fd, .framer = framer };
-	struct relay_direction down = { .from = upstream_fd, .to = client_fd };
-
-	if (up_buffer == NULL || down_buffer == NULL)
-		return;
-	up.buffer = up_buffer;
-	down.buffer = down_buffer;
-
-	if (framer != NULL && framer->done) {
-		up.input_done = true;
-		initial_length = 0;
-	}
-	if (initial_length > 0) {
-		ssize_t body = (ssize_t) initial_length;
-
-		if (framer != NULL) {
-			body = framer_feed(framer, initial, initial_length);
-			if (body < 0)
-				return;
-			up.input_done = framer->done;
-		}
-		memcpy(up.buffer, initial, (size_t) body);
-		up.end = (size_t) body;
-	}
-	relay(proxy, &up, &down);
-}
-
-/* Parses the authority form of a CONNECT target ("host:port", "[v6]:port"). */
-static int parse_connect_target(const char *target, struct destination *destination)
-{
-	const char *colon;
-
-	if (target[0] == '[') {
-		const char *close = strchr(target, ']');
-
-		if (close == NULL || close[1] != ':')
-			return -1;
-		colon = close + 1;
-	} else {
-		colon = strrchr(target, ':');
-		if (colon == NULL || memchr(target, ':', (size_t) (colon - target)) != NULL)
-			return -1;
-	}
-	if (parse_port(colon + 1, strlen(colon + 1), &destination->port) < 0)
-		return -1;
-	return make_destination(target, (size_t) (colon - target), destination->port,
-				destination);
 }
 
 static void bad_request(struct sbx_proxy *proxy, int fd, const char *problem)
@@ -1217,7 +635,7 @@ static void handle_connect(struct sbx_proxy *proxy, int client_fd, const struct 
 	_cleanup_close_ int upstream_fd = -1;
 	int status;
 
-	status = parse_connect_target(request->target, &destination);
+	status = sbx_proxy_parse_connect_target(request->target, &destination);
 	if (status == -1) {
 		bad_request(proxy, client_fd,
 			    "the CONNECT target is not host:port or [IPv6 address]:port");
@@ -1234,174 +652,7 @@ static void handle_connect(struct sbx_proxy *proxy, int client_fd, const struct 
 	if (send_all(proxy, client_fd, established, sizeof(established) - 1,
 		     sbx_monotonic_ms() + 10000) < 0)
 		return;
-	relay_connection(proxy, client_fd, upstream_fd, early, early_length, NULL);
-}
-
-/* Splits an absolute-form http URL into the destination, the Host header value and the
- * origin-form target. Returns 0, -1 for a malformed URL, -2 for an invalid host name. */
-static int parse_http_url(const char *url, struct destination *destination, char *host_header,
-			  size_t host_header_size, const char **path)
-{
-	const char *authority = url + strlen("http://");
-	const char *authority_end = authority + strcspn(authority, "/?#");
-	const char *port_colon = NULL;
-	const char *host_end;
-	uint16_t port = 80;
-	int status;
-
-	if (memchr(authority, '@', (size_t) (authority_end - authority)) != NULL)
-		return -1;
-	if (authority[0] == '[') {
-		const char *close = memchr(authority, ']', (size_t) (authority_end - authority));
-
-		if (close == NULL)
-			return -1;
-		host_end = close + 1;
-		if (host_end < authority_end) {
-			if (*host_end != ':')
-				return -1;
-			port_colon = host_end;
-		}
-	} else {
-		port_colon = memchr(authority, ':', (size_t) (authority_end - authority));
-		host_end = port_colon != NULL ? port_colon : authority_end;
-	}
-	/* RFC 3986: an empty port after the colon means the scheme's default. */
-	if (port_colon != NULL && port_colon + 1 < authority_end &&
-	    parse_port(port_colon + 1, (size_t) (authority_end - port_colon - 1), &port) < 0)
-		return -1;
-
-	status = make_destination(authority, (size_t) (host_end - authority), port, destination);
-	if (status < 0)
-		return status;
-	if (strchr(destination->host, ':') != NULL)
-		snprintf(host_header, host_header_size, "[%s]", destination->host);
-	else
-		snprintf(host_header, host_header_size, "%s", destination->host);
-	if (port != 80) {
-		size_t used = strlen(host_header);
-
-		snprintf(host_header + used, host_header_size - used, ":%u", port);
-	}
-	*path = authority_end;
-	return 0;
-}
-
-/* True when header NAME is hop-by-hop or only meant for the proxy, or listed in CONNECTION. */
-static bool header_dropped(const char *name, const char *connection)
-{
-	static const char *const dropped[] = {
-		"Connection", "Proxy-Connection", "Proxy-Authorization", "Keep-Alive", "TE",
-		"Upgrade",    "Host",
-	};
-	size_t name_length = strlen(name), i;
-	const char *p;
-
-	for (i = 0; i < SBX_ARRAY_SIZE(dropped); i++) {
-		if (strcasecmp(name, dropped[i]) == 0)
-			return true;
-	}
-	for (p = connection; p != NULL && *p != '\0';) {
-		size_t length;
-
-		p += strspn(p, " \t,");
-		length = strcspn(p, " \t,");
-		if (length == name_length && strncasecmp(p, name, length) == 0)
-			return true;
-		p += length;
-	}
-	return false;
-}
-
-/*
- * Decides how the request body is framed. Returns 0, or -1 with *PROBLEM for framing the proxy
- * will not forward (both Content-Length and Transfer-Encoding is the classic smuggling vector).
- */
-static int body_framing(const struct request *request, struct body_framer *framer,
-			const char **problem)
-{
-	const char *length_value = NULL;
-	bool chunked = false;
-	size_t i;
-
-	memset(framer, 0, sizeof(*framer));
-	for (i = 0; i < request->header_count; i++) {
-		const struct header *header = &request->headers[i];
-
-		if (strcasecmp(header->name, "Transfer-Encoding") == 0) {
-			if (chunked || strcasecmp(header->value, "chunked") != 0) {
-				*problem = "only a single \"Transfer-Encoding: chunked\" is supported";
-				return -1;
-			}
-			chunked = true;
-		} else if (strcasecmp(header->name, "Content-Length") == 0) {
-			if (length_value != NULL && strcmp(length_value, header->value) != 0) {
-				*problem = "conflicting Content-Length headers";
-				return -1;
-			}
-			length_value = header->value;
-		}
-	}
-	if (chunked && length_value != NULL) {
-		*problem = "both Content-Length and Transfer-Encoding are set";
-		return -1;
-	}
-	if (chunked) {
-		framer->chunked = true;
-		framer->state = CHUNK_SIZE;
-		return 0;
-	}
-	if (length_value != NULL) {
-		int64_t value;
-
-		if (length_value[0] < '0' || length_value[0] > '9' ||
-		    sbx_parse_int64(length_value, &value) < 0) {
-			*problem = "invalid Content-Length";
-			return -1;
-		}
-		framer->remaining = (uint64_t) value;
-	}
-	framer->done = framer->remaining == 0;
-	return 0;
-}
-
-/* Builds the origin-form request head sent upstream into BUFFER of SIZE bytes. */
-static int build_forward_head(const struct request *request, const char *host_header,
-			      const char *path, char *buffer, size_t size, size_t *length)
-{
-	const char *connection = NULL;
-	size_t used = 0, i;
-	int n;
-
-	for (i = 0; i < request->header_count; i++) {
-		if (strcasecmp(request->headers[i].name, "Connection") == 0)
-			connection = request->headers[i].value;
-	}
-
-	/* The fragment is never sent; a target without a path gets "/". */
-	n = snprintf(buffer, size, "%s %s%.*s HTTP/1.1\r\nHost: %s\r\n", request->method,
-		     path[0] == '/' ? "" : "/", (int) strcspn(path, "#"), path, host_header);
-	if (n < 0 || (size_t) n >= size)
-		return -1;
-	used = (size_t) n;
-	for (i = 0; i < request->header_count; i++) {
-		const struct header *header = &request->headers[i];
-
-		if (header_dropped(header->name, connection))
-			continue;
-		n = snprintf(buffer + used, size - used, "%s: %s\r\n", header->name,
-			     header->value);
-		if (n < 0 || (size_t) n >= size - used)
-			return -1;
-		used += (size_t) n;
-	}
-	/* One request per client connection: keep-alive would let a client switch hosts
-	 * on a connection the proxy already checked. */
-	n = snprintf(buffer + used, size - used, "Connection: close\r\n\r\n");
-	if (n < 0 || (size_t) n >= size - used)
-		return -1;
-	*length = used + (size_t) n;
-	return 0;
+	sbx_proxy_relay(proxy->stop_fd, client_fd, upstream_fd, early, early_length, NULL);
 }
 
 static void handle_forward(struct sbx_proxy *proxy, int client_fd, const struct request *request,
@@ -1429,8 +680,8 @@ static void handle_forward(struct sbx_proxy *proxy, int client_fd, const struct 
 			    "protocols");
 		return;
 	}
-	status = parse_http_url(request->target, &destination, host_header, sizeof(host_header),
-				&path);
+	status = sbx_proxy_parse_http_url(request->target, &destination, host_header,
+					  sizeof(host_header), &path);
 	if (status == -1) {
 		bad_request(proxy, client_fd, "the URL has an invalid host, port or user information");
 		return;
@@ -1439,15 +690,15 @@ static void handle_forward(struct sbx_proxy *proxy, int client_fd, const struct 
 		refuse_invalid_host(proxy, client_fd, &destination);
 		return;
 	}
-	if (body_framing(request, &framer, &problem) < 0) {
+	if (sbx_proxy_body_framing(request, &framer, &problem) < 0) {
 		bad_request(proxy, client_fd, problem);
 		return;
 	}
 	head = malloc(HEADER_MAX + 1024);
 	if (head == NULL)
 		return;
-	if (build_forward_head(request, host_header, path, head, HEADER_MAX + 1024, &head_length) <
-	    0) {
+	if (sbx_proxy_build_forward_head(request, host_header, path, head, HEADER_MAX + 1024,
+					 &head_length) < 0) {
 		send_error_response(proxy, client_fd, 431,
 				    "sbx proxy: request header fields too large",
 				    "http_request_error");
@@ -1460,7 +711,7 @@ static void handle_forward(struct sbx_proxy *proxy, int client_fd, const struct 
 	if (send_all(proxy, upstream_fd, head, head_length,
 		     sbx_monotonic_ms() + (int64_t) proxy->connect_timeout * 1000) < 0)
 		return;
-	relay_connection(proxy, client_fd, upstream_fd, early, early_length, &framer);
+	sbx_proxy_relay(proxy->stop_fd, client_fd, upstream_fd, early, early_length, &framer);
 }
 
 static void handle_client(struct sbx_proxy *proxy, int client_fd)
@@ -1492,10 +743,10 @@ static void handle_client(struct sbx_proxy *proxy, int client_fd)
 	}
 
 	/* Bytes after the head (a request body, an early TLS ClientHello) stay in BUFFER after
-	 * the head, which parse_head() cuts into NUL-terminated strings. */
+	 * the head, which sbx_proxy_parse_head() cuts into NUL-terminated strings. */
 	saved = buffer[head_length];
 	buffer[head_length] = '\0';
-	status = parse_head(buffer, &request, &problem);
+	status = sbx_proxy_parse_head(buffer, &request, &problem);
 	if (status == -2) {
 		send_error_response(proxy, client_fd, 431,
 				    "sbx proxy: too many request header fields (limit 100)",

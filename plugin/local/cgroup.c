@@ -440,7 +440,7 @@ static int create_unified(const char *id, const struct sbx_cgroup_limits *limits
 	}
 
 	/* No job process lives in the base or in sbx/, so enabling controllers there is
-	 * allowed (a delegated base that holds the runner itself fails with EBUSY). The job
+	 * allowed (a delegated base that contains the runner itself fails with EBUSY). The job
 	 * cgroup passes them on to its leaves for per-stage accounting. */
 	if (enable_controllers(base, enabled, enabled_count, error) < 0)
 		return -1;

@@ -46,7 +46,7 @@ struct sbx_cgroup_job {
 enum sbx_cgroup_layout sbx_cgroup_detect(void);
 const char *sbx_cgroup_layout_name(enum sbx_cgroup_layout layout);
 
-/* Where a job's cgroups go in each hierarchy. */
+/* Placement of a job's cgroups in each hierarchy. */
 enum sbx_cgroup_placement {
 	/* <hierarchy>/sbx/<id>, outside the runner's own cgroup; needs root. */
 	SBX_CGROUP_AT_TOP = 0,

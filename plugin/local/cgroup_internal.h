@@ -40,10 +40,10 @@ int sbx_cgroup_own_path(const char *proc_cgroup, const char *controller, char *p
 			size_t size);
 /*
  * Finds the delegated cgroup below MOUNT (the hierarchy of CONTROLLER, NULL for cgroup2) that
- * job cgroups go in when sbx does not run as root: the highest cgroup between the hierarchy's
- * root and the caller's own cgroup that, like every cgroup below it on that path, belongs to
- * the caller. Fails with a message that ends in FIX when the caller's own cgroup is not
- * delegated.
+ * job cgroups go in when sbx does not run as root. That is the highest cgroup between the
+ * hierarchy's root and the caller's own cgroup that belongs to the caller, as every cgroup
+ * below it on that path must. Fails with a message that ends in FIX when the caller's own
+ * cgroup is not delegated.
  */
 int sbx_cgroup_delegated_base(const char *mount, const char *controller, const char *fix,
 			      char **base, struct sbx_error *error);

@@ -439,20 +439,25 @@ int sbx_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	return 0;
 
 fail:
-	/* Undo what the entry records; if that fails too, the entry stays for cleanup or gc. */
+	/* Undo what the entry records; if that fails too, the entry (and its lock file) stays
+	 * for cleanup or gc. */
 	{
 		struct sbx_error undo_error;
 
 		memset(&undo_error, 0, sizeof(undo_error));
 		if (sbx_job_teardown(executor, &prepare.entry, &undo_error) == 0 &&
-		    sbx_journal_remove(&executor->journal, spec->id, &undo_error) == 0)
+		    sbx_journal_remove(&executor->journal, spec->id, &undo_error) == 0) {
 			sbx_debug("sandbox %s: undid the failed prepare", spec->id);
-		else
+			sbx_journal_unlock_remove(&executor->journal, spec->id, lock_fd);
+			lock_fd = -1;
+		} else {
 			sbx_error_log("sandbox %s: cannot undo the failed prepare: %s; run cleanup "
 				      "or `sbx gc`",
 				      spec->id, undo_error.message);
+		}
 	}
-	sbx_journal_unlock(lock_fd);
+	if (lock_fd >= 0)
+		sbx_journal_unlock(lock_fd);
 	prepare_clear(&prepare);
 	return -1;
 }

@@ -181,8 +181,8 @@ static void __attribute__((noreturn)) run_step(const struct sbx_stage_child *chi
 	_exit(exec_errno == ENOENT ? 127 : 126);
 }
 
-/* Where a SIGTERM (a cancelled step) goes next: a child's pid, or -1 for every process in the
- * caller's pid namespace but itself. 0: nowhere. */
+/* Target of a forwarded SIGTERM (a cancelled step): a child's pid, or -1 for every process in
+ * the caller's pid namespace but itself. 0: none. */
 static volatile sig_atomic_t forward_target;
 
 static void forward_signal(int signal_number)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "cgroup_internal.h"
 #include "cleanup.h"
 #include "error.h"
 #include "util.h"
@@ -942,6 +943,153 @@ static void sweep_leftovers(void)
 	}
 }
 
+START_TEST(test_own_path_parses_proc_cgroup)
+{
+	static const char text[] = "12:cpu,cpuacct:/a.slice/b\n"
+				   "4:memory:/process_api/x\n"
+				   "1:name=systemd:/user.slice\n"
+				   "0::/user.slice/user@1000.service/app.slice\n";
+	char path[PATH_MAX];
+
+	ck_assert_int_eq(sbx_cgroup_own_path(text, "cpu", path, sizeof(path)), 0);
+	ck_assert_str_eq(path, "/a.slice/b");
+	ck_assert_int_eq(sbx_cgroup_own_path(text, "cpuacct", path, sizeof(path)), 0);
+	ck_assert_str_eq(path, "/a.slice/b");
+	ck_assert_int_eq(sbx_cgroup_own_path(text, "memory", path, sizeof(path)), 0);
+	ck_assert_str_eq(path, "/process_api/x");
+	ck_assert_int_eq(sbx_cgroup_own_path(text, NULL, path, sizeof(path)), 0);
+	ck_assert_str_eq(path, "/user.slice/user@1000.service/app.slice");
+	/* "pids" is no line's controller, and "cpuac" only a prefix of one. */
+	ck_assert_int_eq(sbx_cgroup_own_path(text, "pids", path, sizeof(path)), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	ck_assert_int_eq(sbx_cgroup_own_path(text, "cpuac", path, sizeof(path)), -1);
+	ck_assert_int_eq(sbx_cgroup_own_path("0::relative\n", NULL, path, sizeof(path)), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(sbx_cgroup_own_path(text, "memory", path, 4), -1);
+}
+END_TEST
+
+START_TEST(test_json_accepts_delegated_paths)
+{
+	static const char entry[] =
+		"{\"layout\":\"hybrid\",\"paths\":["
+		"\"/sys/fs/cgroup/memory/runner.slice/gitlab@x.service/sbx/j1-a\","
+		"\"/sys/fs/cgroup/unified/user.slice/user@999.service/sbx/j1-a\"],"
+		"\"tracking_index\":1}";
+	static const char *const bad[] = {
+		/* A parent component ".." would escape the delegated cgroup. */
+		"{\"layout\":\"hybrid\",\"paths\":[\"/sys/fs/cgroup/unified/a/../../sbx/j1\"],"
+		"\"tracking_index\":0}",
+		"{\"layout\":\"hybrid\",\"paths\":[\"/sys/fs/cgroup/unified/a//sbx/j1\"],"
+		"\"tracking_index\":0}",
+		"{\"layout\":\"hybrid\",\"paths\":[\"/sys/fs/cgroup/unified/asbx/j1\"],"
+		"\"tracking_index\":0}",
+		"{\"layout\":\"hybrid\",\"paths\":[\"/sys/fs/cgroup/unified/a b/sbx/j1\"],"
+		"\"tracking_index\":0}",
+	};
+	struct json_object *object = json_tokener_parse(entry);
+	struct sbx_cgroup_job job = { 0 };
+	struct sbx_error error = new_error();
+
+	ck_assert_ptr_nonnull(object);
+	ck_assert_msg(sbx_cgroup_job_from_json(object, &job, &error) == 0, "%s", error.message);
+	ck_assert_uint_eq(job.path_count, 2);
+	ck_assert_str_eq(job.paths[0], "/sys/fs/cgroup/memory/runner.slice/gitlab@x.service/sbx/j1-a");
+	sbx_cgroup_job_clear(&job);
+	json_object_put(object);
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad); i++) {
+		object = json_tokener_parse(bad[i]);
+		ck_assert_ptr_nonnull(object);
+		ck_assert_msg(sbx_cgroup_job_from_json(object, &job, &error) == -1, "accepted %s",
+			      bad[i]);
+		json_object_put(object);
+	}
+}
+END_TEST
+
+/*
+ * A user that owns a cgroup subtree and lives in it gets its job cgroups there, with limits.
+ * The child runs as uid 65534 in a chowned cgroup of the tracking hierarchy and of the memory
+ * hierarchy (or the cgroup2 root's child on a unified host).
+ */
+START_TEST(test_delegated_create_in_owned_subtree)
+{
+	struct sbx_cgroup_limits limits = { .memory_max = 32 << 20 };
+	enum sbx_cgroup_layout layout = sbx_cgroup_detect();
+	const char *mounts[2];
+	size_t mount_count = 0;
+	char id[64], owned[2][512], leaf[PATH_MAX], expected[PATH_MAX];
+	char message[SBX_ERROR_MESSAGE_MAX] = "";
+	int fds[2], status;
+	pid_t pid;
+
+	if (layout == SBX_CGROUP_UNIFIED) {
+		mounts[mount_count++] = "/sys/fs/cgroup";
+	} else if (layout == SBX_CGROUP_HYBRID) {
+		mounts[mount_count++] = "/sys/fs/cgroup/unified";
+		mounts[mount_count++] = "/sys/fs/cgroup/memory";
+	} else {
+		return;
+	}
+	make_id(id, sizeof(id), "delegated");
+	for (size_t i = 0; i < mount_count; i++) {
+		snprintf(owned[i], sizeof(owned[i]), "%s/%s-owner", mounts[i], id);
+		ck_assert_int_eq(mkdir(owned[i], 0755), 0);
+		snprintf(leaf, sizeof(leaf), "%s/runner", owned[i]);
+		ck_assert_int_eq(mkdir(leaf, 0755), 0);
+		ck_assert_int_eq(chown(owned[i], 65534, 65534), 0);
+		ck_assert_int_eq(chown(leaf, 65534, 65534), 0);
+		snprintf(leaf, sizeof(leaf), "%s/cgroup.procs", owned[i]);
+		ck_assert_int_eq(chown(leaf, 65534, 65534), 0);
+		snprintf(leaf, sizeof(leaf), "%s/runner/cgroup.procs", owned[i]);
+		ck_assert_int_eq(chown(leaf, 65534, 65534), 0);
+	}
+	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sbx_cgroup_job job = { 0 };
+		struct sbx_error error = new_error();
+		char procs[PATH_MAX];
+		int result;
+
+		for (size_t i = 0; i < mount_count; i++) {
+			snprintf(procs, sizeof(procs), "%s/runner", owned[i]);
+			if (sbx_cgroup_write_file(procs, "cgroup.procs", "0") < 0)
+				_exit(110);
+		}
+		if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+			_exit(111);
+		result = sbx_cgroup_job_create_in(id, &limits, SBX_CGROUP_DELEGATED, &job, &error);
+		if (result == 0) {
+			/* Report the tracking path, then remove it all again as the user. */
+			snprintf(error.message, sizeof(error.message), "%.1000s",
+				 job.paths[job.tracking_index]);
+			if (sbx_cgroup_job_destroy(&job, 2000, NULL) < 0)
+				result = -2;
+		}
+		if (write(fds[1], error.message, strlen(error.message) + 1) < 0)
+			_exit(112);
+		_exit(result == 0 ? 0 : 113);
+	}
+	close(fds[1]);
+	ck_assert_int_gt(read(fds[0], message, sizeof(message) - 1), 0);
+	close(fds[0]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	for (size_t i = 0; i < mount_count; i++) {
+		snprintf(leaf, sizeof(leaf), "%s/runner", owned[i]);
+		rmdir(leaf);
+		rmdir(owned[i]);
+	}
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x: %s", status,
+		      message);
+	snprintf(expected, sizeof(expected), "%s/sbx/%s", owned[0], id);
+	ck_assert_str_eq(message, expected);
+	for (size_t i = 0; i < mount_count; i++)
+		ck_assert_msg(!exists(owned[i]), "%s is left", owned[i]);
+}
+END_TEST
+
 static Suite *cgroup_suite(void)
 {
 	Suite *suite = suite_create("cgroup");
@@ -965,6 +1113,9 @@ static Suite *cgroup_suite(void)
 	tcase_add_test(tc, test_invalid_names_rejected);
 	tcase_add_test(tc, test_existing_job_rejected);
 	tcase_add_test(tc, test_unprivileged_message_names_fix);
+	tcase_add_test(tc, test_own_path_parses_proc_cgroup);
+	tcase_add_test(tc, test_json_accepts_delegated_paths);
+	tcase_add_test(tc, test_delegated_create_in_owned_subtree);
 	suite_add_tcase(suite, tc);
 	return suite;
 }

@@ -356,7 +356,10 @@ int sbx_journal_write(struct sbx_journal *journal, const struct sbx_journal_entr
 	_cleanup_json_ struct json_object *root = NULL;
 	_cleanup_close_ int dir_fd = -1;
 	_cleanup_free_ char *path = NULL;
+	char name[SBX_ID_MAX + sizeof(".json")];
+	unsigned flags = 0;
 	const char *text;
+	struct stat st;
 
 	if (check_id(entry->id, error) < 0)
 		return -1;
@@ -382,7 +385,20 @@ int sbx_journal_write(struct sbx_journal *journal, const struct sbx_journal_entr
 	path = entry_path(journal, entry->id);
 	if (text == NULL || path == NULL)
 		return sbx_error_errno(error, ENOMEM, "cannot write journal entry %s", entry->id);
-	return sbx_write_file_atomic(path, text, strlen(text), 0600, error);
+
+	/*
+	 * The entry is fsync'd when it is created, before anything of the sandbox exists, so that
+	 * a gc after a power loss finds it. It is fsync'd again once it leaves the preparing state,
+	 * so that the finished entry is on disk. The updates in between, milliseconds apart, need
+	 * no fsync because a crash of sbx leaves them in the page cache.
+	 * NOTE: on a file system that may commit a rename before the data, a power loss during
+	 * prepare can leave an empty entry, which gc reports as corrupt.
+	 */
+	snprintf(name, sizeof(name), "%s.json", entry->id);
+	if (entry->state != SBX_SANDBOX_PREPARING ||
+	    (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT))
+		flags |= SBX_WRITE_DURABLE;
+	return sbx_write_file_atomic(path, text, strlen(text), 0600, flags, error);
 }
 
 /* Reads the entry file NAME in the directory DIR_FD without following a symlink. */

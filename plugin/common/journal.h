@@ -49,7 +49,8 @@ int sbx_journal_lock(struct sbx_journal *journal, const char *id, int timeout_ms
 		     struct sbx_error *error);
 void sbx_journal_unlock(int lock_fd);
 
-/* Writes ENTRY atomically (mode 0600). */
+/* Writes ENTRY atomically (mode 0600). A new entry, and one in a state after preparing, is
+ * fsync'd; an update of an existing entry while preparing is not. */
 int sbx_journal_write(struct sbx_journal *journal, const struct sbx_journal_entry *entry,
 		      struct sbx_error *error);
 /* Reads the entry for ID; SBX_ERROR_NOT_FOUND when there is none. */

@@ -86,7 +86,7 @@ int sbx_write_all(int fd, const void *buf, size_t length)
 }
 
 int sbx_write_file_atomic(const char *path, const void *data, size_t length, mode_t mode,
-			  struct sbx_error *error)
+			  unsigned flags, struct sbx_error *error)
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = -1;
@@ -99,7 +99,8 @@ int sbx_write_file_atomic(const char *path, const void *data, size_t length, mod
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 	if (fd < 0)
 		return sbx_error_errno(error, errno, "cannot create %s", tmp);
-	if (fchmod(fd, mode) < 0 || sbx_write_all(fd, data, length) < 0 || fsync(fd) < 0) {
+	if (fchmod(fd, mode) < 0 || sbx_write_all(fd, data, length) < 0 ||
+	    ((flags & SBX_WRITE_DURABLE) && fsync(fd) < 0)) {
 		int saved = errno;
 
 		unlink(tmp);

@@ -13,9 +13,19 @@
 /* Reads a whole file (at most MAX_BYTES) into a NUL-terminated buffer the caller frees. */
 int sbx_read_file(const char *path, size_t max_bytes, char **data, size_t *length,
 		  struct sbx_error *error);
-/* Writes DATA to PATH through a temporary file and rename(), with MODE, fsync'd. */
+/* Flags of sbx_write_file_atomic(). */
+enum sbx_write_flags {
+	/* fsync() the data before the rename, so that after a power loss PATH contains the old
+	 * or the new content. Without it, a file system that may commit the rename before the
+	 * data (XFS, or ext4 mounted with noauto_da_alloc) can leave PATH empty after a power
+	 * loss. A crash of the process alone never loses the data. */
+	SBX_WRITE_DURABLE = 1 << 0,
+};
+
+/* Writes DATA to PATH through a temporary file and rename(), with MODE. FLAGS is a mask of
+ * enum sbx_write_flags. */
 int sbx_write_file_atomic(const char *path, const void *data, size_t length, mode_t mode,
-			  struct sbx_error *error);
+			  unsigned flags, struct sbx_error *error);
 /* Writes all of BUF to FD, retrying on EINTR and short writes. Returns 0 or -1 with errno. */
 int sbx_write_all(int fd, const void *buf, size_t length);
 /* Writes a short string to a file such as a cgroup or /proc control file. */

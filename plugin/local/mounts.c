@@ -297,8 +297,9 @@ static int write_etc_file(const char *etc_dir, const char *name, const char *con
 	if ((size_t) snprintf(path, sizeof(path), "%s/%s", etc_dir, name) >= sizeof(path))
 		return sbx_error_set(error, SBX_ERROR_INVALID, "path %s/%s is too long", etc_dir,
 				     name);
-	/* 0644: the job reads these files through a bind mount as its own uid. */
-	return sbx_write_file_atomic(path, content, strlen(content), 0644, error);
+	/* 0644: the job reads these files through a bind mount as its own uid. No fsync: they
+	 * serve one job, and after a power loss there is no job left to read them. */
+	return sbx_write_file_atomic(path, content, strlen(content), 0644, 0, error);
 }
 
 int sbx_mounts_write_etc(const char *etc_dir, const char *hostname, uid_t job_uid,

@@ -34,7 +34,7 @@ static char *write_config(const char *name, const char *text)
 	char *path;
 
 	ck_assert_int_ge(asprintf(&path, "%s/%s", temp_dir, name), 0);
-	ck_assert_msg(sbx_write_file_atomic(path, text, strlen(text), 0644, &error) == 0, "%s",
+	ck_assert_msg(sbx_write_file_atomic(path, text, strlen(text), 0644, 0, &error) == 0, "%s",
 		      error.message);
 	return path;
 }

@@ -96,7 +96,7 @@ static void write_raw(const char *relative, const char *text)
 	struct sbx_error error = { 0 };
 	char *path = path_in_state(relative);
 
-	ck_assert_msg(sbx_write_file_atomic(path, text, strlen(text), 0600, &error) == 0, "%s",
+	ck_assert_msg(sbx_write_file_atomic(path, text, strlen(text), 0600, 0, &error) == 0, "%s",
 		      error.message);
 	free(path);
 }

@@ -362,7 +362,7 @@ static void cache_store(struct k8s_credential_state *state, const char *path)
 				       json_object_new_string(state->exec_key));
 	text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
 	sbx_error_clear(&error);
-	if (sbx_write_file_atomic(path, text, strlen(text), 0600, &error) < 0)
+	if (sbx_write_file_atomic(path, text, strlen(text), 0600, SBX_WRITE_DURABLE, &error) < 0)
 		sbx_warning("k8s: cannot cache the exec plugin's credential: %s", error.message);
 	explicit_bzero((char *) text, strlen(text));
 	json_object_put(root);

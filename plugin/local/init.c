@@ -249,10 +249,12 @@ static void __attribute__((noreturn)) run_helper(const struct sbx_init_options *
 
 		snprintf(message, sizeof(message),
 			 "cannot create the job's namespaces: %s%s", strerror(saved),
-			 saved == ENOSPC ? "; user.max_user_namespaces is exhausted or 0, raise it"
-			 : saved == EPERM ? "; user namespaces are disabled for this user (check "
-					    "kernel.unprivileged_userns_clone and AppArmor's "
-					    "kernel.apparmor_restrict_unprivileged_userns)"
+			 saved == ENOSPC ? "; the sysctl user.max_user_namespaces is 0 or used up: "
+					   "raise it, e.g. sysctl -w user.max_user_namespaces=15000"
+			 : saved == EPERM ? "; user namespaces are disabled for this user: set the "
+					    "sysctl kernel.unprivileged_userns_clone=1 (Debian kernels) or "
+					    "kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu), or "
+					    "run sbx as root"
 					  : "");
 		send_report(report_fd, REPORT_ERROR, 0, message);
 		_exit(1);
@@ -312,7 +314,7 @@ int sbx_init_start(const struct sbx_init_options *options, sbx_init_pid_fn on_pi
 	_cleanup_close_ int init_pidfd = -1;
 	struct report report;
 	pid_t helper, init_pid;
-	int status;
+	int status, rc;
 
 	if (pipe2(report_pipe, O_CLOEXEC) < 0)
 		return sbx_error_errno(error, errno, "cannot create a pipe");
@@ -342,8 +344,10 @@ int sbx_init_start(const struct sbx_init_options *options, sbx_init_pid_fn on_pi
 	go_fd = go_pipe[1];
 
 	memset(&report, 0, sizeof(report));
-	if (read_report(report_fd, timeout_ms, &report, error) < 0 || report.kind != REPORT_PID) {
-		if (report.kind != 0 && report.kind != REPORT_PID)
+	rc = read_report(report_fd, timeout_ms, &report, error);
+	if (rc < 0 || report.kind != REPORT_PID) {
+		/* An error report already filled ERROR with its text. */
+		if (rc == 0)
 			sbx_error_set(error, SBX_ERROR_SYSTEM, "job init: unexpected report '%c'",
 				      report.kind);
 		kill(helper, SIGKILL);

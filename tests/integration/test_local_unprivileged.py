@@ -89,6 +89,33 @@ def processes_with_marker(marker):
     return found
 
 
+# Runs argv[1:] in a new user namespace that maps every id onto itself and allows no user
+# namespace below it (user.max_user_namespaces is per user namespace), as on a kernel where
+# the sysctl is 0. Needs root.
+LIMITED_USERNS = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+ready_read, ready_write = os.pipe()
+go_read, go_write = os.pipe()
+child = os.fork()
+if child == 0:
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        os._exit(90)
+    os.write(ready_write, b"u")
+    os.read(go_read, 1)
+    with open("/proc/sys/user/max_user_namespaces", "w") as limit:
+        limit.write("0")
+    os.execv(sys.argv[1], sys.argv[1:])
+os.read(ready_read, 1)
+for name in ("uid_map", "gid_map"):
+    with open("/proc/%d/%s" % (child, name), "w") as map_file:
+        map_file.write("0 0 4294967295")
+os.write(go_write, b"g")
+status = os.waitpid(child, 0)[1]
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def error_lines(stderr):
     """The lines of sbx's stderr that report an error, without GitLab section markers."""
     return [line for line in stderr.decode(errors="replace").splitlines()
@@ -197,8 +224,9 @@ class UnprivilegedModeTest(unittest.TestCase):
 
     # Running sbx as the user, as GitLab Runner's custom executor does.
 
-    def sbx(self, *args, env=None, timeout=60, in_cgroups=True, background=False):
-        """Runs sbx as the user: in its delegated cgroups when there are any."""
+    def sbx(self, *args, env=None, timeout=60, in_cgroups=True, background=False, prefix=()):
+        """Runs sbx as the user: in its delegated cgroups when there are any, and through the
+        command PREFIX when one is given."""
         environment = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": self.home,
@@ -211,8 +239,8 @@ class UnprivilegedModeTest(unittest.TestCase):
             "CUSTOM_ENV_CI_PROJECT_PATH": "group/project",
         }
         environment.update(env or {})
-        command = [SETPRIV, "--reuid", self.name, "--regid", self.name, "--init-groups",
-                   SBX] + list(args)
+        command = list(prefix) + [SETPRIV, "--reuid", self.name, "--regid", self.name,
+                                  "--init-groups", SBX] + list(args)
         leaves = getattr(self, "runner_leaves", []) if in_cgroups else []
         if leaves:
             # Enter the leaves as root, then drop to the user: the runner starts inside its
@@ -409,6 +437,24 @@ class UnprivilegedModeTest(unittest.TestCase):
         jobs = os.path.join(self.state, "jobs")
         self.assertEqual(os.listdir(jobs) if os.path.exists(jobs) else [], [])
         self.assertFalse(os.path.exists(os.path.join(self.state, "cache")))
+
+    def test_user_namespace_limit_rejected(self):
+        self.add_subordinate_ranges()
+        self.delegate_cgroups()
+        sandbox_id = self.gitlab_config()
+        result = self.sbx("gitlab", "prepare", env=self.job_env(sandbox_id),
+                          prefix=["/usr/bin/python3", "-c", LIMITED_USERNS])
+        self.assertEqual(result.returncode, SYSTEM_FAILURE, result.stderr)
+        errors = error_lines(result.stderr)
+        self.assertEqual(len(errors), 1, result.stderr)
+        self.assertIn("cannot create the job's namespaces", errors[0])
+        self.assertIn("user.max_user_namespaces", errors[0])
+        self.assertIn("sysctl -w", errors[0])
+        # The job cgroups and directory were made before the clone failed; all are gone.
+        self.assert_state_empty(sandbox_id)
+        self.assertEqual(os.listdir(os.path.join(self.state, "jobs")), [])
+        for top in self.cgroups:
+            self.assertFalse(os.path.exists(os.path.join(top, "sbx", sandbox_id)))
 
     def test_without_cgroup_runs_when_allowed(self):
         self.add_subordinate_ranges()

@@ -7,8 +7,8 @@
  *    (cgroup v2 forbids processes in a cgroup that enables controllers for its children); the
  *    processes live in the leaves /sys/fs/cgroup/sbx/ID/init and /sys/fs/cgroup/sbx/ID/stage-N.
  *  - hybrid host: the limits live in the v1 hierarchies /sys/fs/cgroup/{memory,pids,cpu}/sbx/ID,
- *    and the processes go straight into those job cgroups (v1 limits are hierarchical, so leaves
- *    there would only add directories to remove). The controller-less cgroup2 at
+ *    only those whose limit is set, and the processes go straight into those job cgroups (v1
+ *    limits are hierarchical, so leaves there would only add directories to remove). The controller-less cgroup2 at
  *    /sys/fs/cgroup/unified tracks the processes: /sys/fs/cgroup/unified/sbx/ID/<leaf>, where
  *    cgroup.kill, cgroup.freeze and cgroup.events work without any controller.
  *  - legacy host: as hybrid, with the v1 freezer hierarchy in place of the cgroup2 one.
@@ -540,19 +540,20 @@ static int create_v1(const char *id, enum sbx_cgroup_layout layout,
 		char probe[PATH_MAX];
 		char key[32];
 
+		/* A hierarchy without a limit for the job is left out: every process that enters
+		 * the job writes its pid to the cgroup.procs of each hierarchy, and each write
+		 * can wait for an RCU grace period (milliseconds). The tracking hierarchy is
+		 * enough to find and kill the job's processes. Nor does an unprivileged runner
+		 * need a delegated cgroup there. */
+		if (requested[i] == 0)
+			continue;
 		snprintf(mount, sizeof(mount), CGROUP_ROOT "/%s", controller->name);
 		snprintf(key, sizeof(key), "%s_max", controller->name);
-		if (!v1_mounted(mount)) {
-			if (requested[i] == 0)
-				continue;
+		if (!v1_mounted(mount))
 			return sbx_error_set(error, SBX_ERROR_SYSTEM,
 					     "cgroup %s: the v1 %s controller is not mounted there; "
 					     "mount it or set local.%s_max to 0",
 					     mount, controller->name, controller->name);
-		}
-		/* Without a limit for it, an unprivileged runner needs no delegation there. */
-		if (placement == SBX_CGROUP_DELEGATED && requested[i] == 0)
-			continue;
 		if (job_base(mount, controller->name, key, placement, &base, error) < 0)
 			return -1;
 		if (make_job_dir(base, id, controller->name, &dir, error) < 0)

@@ -3,8 +3,8 @@
  * Per-job cgroups for the local backend. A job gets sbx/<id> at the top of every hierarchy it
  * uses (outside the runner service's own cgroup, so restarting the runner does not kill jobs):
  * on a unified host one cgroup v2 tree with memory, pids and cpu limits; on a hybrid host the v1
- * memory, pids and cpu hierarchies for limits plus the controller-less cgroup2 (or v1 freezer)
- * to track and kill. Below the job cgroup each process group has a leaf ("init", "stage-N"), so
+ * memory, pids and cpu hierarchies of the limits that are set plus the controller-less cgroup2
+ * (or v1 freezer) to track and kill. Below the job cgroup each process group has a leaf ("init", "stage-N"), so
  * a stage can be killed without the init.
  */
 #ifndef SBX_LOCAL_CGROUP_H

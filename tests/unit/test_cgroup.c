@@ -328,6 +328,34 @@ static void assert_in_cgroup(pid_t pid, const char *controller, const char *rela
 	ck_abort_msg("process %d: no \"%s\" hierarchy in %s", (int) pid, controller, path);
 }
 
+/* Returns the cgroup of PID in the hierarchy of CONTROLLER, as /proc/PID/cgroup lists it. */
+static char *cgroup_of(pid_t pid, const char *controller)
+{
+	char path[64], line[1024];
+	_cleanup_fclose_ FILE *file = NULL;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int) pid);
+	file = fopen(path, "re");
+	ck_assert_ptr_nonnull(file);
+	while (fgets(line, sizeof(line), file) != NULL) {
+		char *controllers = strchr(line, ':');
+		char *where;
+
+		if (controllers == NULL)
+			continue;
+		controllers++;
+		where = strchr(controllers, ':');
+		if (where == NULL)
+			continue;
+		*where++ = '\0';
+		where[strcspn(where, "\n")] = '\0';
+		if (controller_listed(controllers, controller))
+			return strdup(where);
+	}
+	ck_abort_msg("process %d: no \"%s\" hierarchy in %s", (int) pid, controller, path);
+	return NULL;
+}
+
 START_TEST(test_create_writes_limits)
 {
 	struct sbx_cgroup_limits limits = {
@@ -380,6 +408,63 @@ START_TEST(test_create_writes_limits)
 		ck_assert_msg(!exists(job.paths[i]), "%s still exists", job.paths[i]);
 	/* Removing what is gone succeeds. */
 	destroy_job(&job);
+	sbx_cgroup_job_clear(&job);
+}
+END_TEST
+
+/* A v1 hierarchy without a limit costs a cgroup.procs write per process, so the job skips it. */
+START_TEST(test_unlimited_hierarchy_skipped)
+{
+	struct sbx_cgroup_limits limits = { .pids_max = 64 };
+	struct sbx_cgroup_job job = { 0 };
+	_cleanup_free_ char *own_memory = NULL;
+	_cleanup_free_ char *own_cpu = NULL;
+	_cleanup_free_ char *child_memory = NULL;
+	_cleanup_free_ char *child_cpu = NULL;
+	char id[64], expected[128], path[PATH_MAX];
+	struct child child;
+	char byte;
+
+	create_job("unlimited", &limits, &job, id, sizeof(id));
+	if (job.layout == SBX_CGROUP_UNIFIED) {
+		/* One cgroup v2 tree carries every controller; there is nothing to skip. */
+		ck_assert_uint_eq(job.path_count, 1);
+		destroy_job(&job);
+		sbx_cgroup_job_clear(&job);
+		return;
+	}
+	/* The pids hierarchy and the tracking one, nothing else. */
+	ck_assert_uint_eq(job.path_count, 2);
+	ck_assert_ptr_nonnull(job_path(&job, "/pids/sbx/"));
+	ck_assert_ptr_null(job_path(&job, "/memory/sbx/"));
+	ck_assert_ptr_null(job_path(&job, "/cpu/sbx/"));
+	snprintf(path, sizeof(path), "/sys/fs/cgroup/memory/sbx/%s", id);
+	ck_assert_msg(!exists(path), "%s exists", path);
+	snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu/sbx/%s", id);
+	ck_assert_msg(!exists(path), "%s exists", path);
+
+	child = spawn_waiting(body_report_ready);
+	enter_and_release(&job, "stage-1", &child);
+	read_report(&child, &byte, 1);
+	snprintf(expected, sizeof(expected), "/sbx/%s", id);
+	assert_in_cgroup(child.pid, "pids", expected);
+	if (job.layout == SBX_CGROUP_HYBRID) {
+		snprintf(expected, sizeof(expected), "/sbx/%s/stage-1", id);
+		assert_in_cgroup(child.pid, "", expected);
+	}
+	/* The child stays where it was forked in the hierarchies the job does not use. */
+	own_memory = cgroup_of(getpid(), "memory");
+	own_cpu = cgroup_of(getpid(), "cpu");
+	child_memory = cgroup_of(child.pid, "memory");
+	child_cpu = cgroup_of(child.pid, "cpu");
+	ck_assert_str_eq(child_memory, own_memory);
+	ck_assert_str_eq(child_cpu, own_cpu);
+
+	/* The tracking hierarchy alone finds and kills it. */
+	destroy_job(&job);
+	assert_killed(child.pid);
+	for (size_t i = 0; i < job.path_count; i++)
+		ck_assert_msg(!exists(job.paths[i]), "%s still exists", job.paths[i]);
 	sbx_cgroup_job_clear(&job);
 }
 END_TEST
@@ -1099,6 +1184,7 @@ static Suite *cgroup_suite(void)
 	tcase_add_unchecked_fixture(tc, NULL, sweep_leftovers);
 	tcase_add_test(tc, test_detect_matches_mountinfo);
 	tcase_add_test(tc, test_create_writes_limits);
+	tcase_add_test(tc, test_unlimited_hierarchy_skipped);
 	tcase_add_test(tc, test_memory_limit_kills);
 	tcase_add_test(tc, test_pids_limit_stops_forks);
 	tcase_add_test(tc, test_cpu_limit_throttles);

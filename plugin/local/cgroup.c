@@ -8,9 +8,10 @@
  *    processes live in the leaves /sys/fs/cgroup/sbx/ID/init and /sys/fs/cgroup/sbx/ID/stage-N.
  *  - hybrid host: the limits live in the v1 hierarchies /sys/fs/cgroup/{memory,pids,cpu}/sbx/ID,
  *    only those whose limit is set, and the processes go straight into those job cgroups (v1
- *    limits are hierarchical, so leaves there would only add directories to remove). The controller-less cgroup2 at
- *    /sys/fs/cgroup/unified tracks the processes: /sys/fs/cgroup/unified/sbx/ID/<leaf>, where
- *    cgroup.kill, cgroup.freeze and cgroup.events work without any controller.
+ *    limits are hierarchical, so leaves there would only add directories to remove). The
+ *    controller-less cgroup2 at /sys/fs/cgroup/unified tracks the processes:
+ *    /sys/fs/cgroup/unified/sbx/ID/<leaf>, where cgroup.kill, cgroup.freeze and cgroup.events
+ *    work without any controller.
  *  - legacy host: as hybrid, with the v1 freezer hierarchy in place of the cgroup2 one.
  *
  * The job cgroups sit at the top of each hierarchy, not below the caller's own cgroup, so that

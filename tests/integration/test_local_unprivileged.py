@@ -153,6 +153,13 @@ class UnprivilegedModeTest(unittest.TestCase):
         self.state = os.path.join(self.state_home, "sbx")
         self.runner_tmp = self.user_dir("runner-tmp")
         self.config = os.path.join(self.home, "config.yaml")
+        # A copy the user can run wherever the build directory is; sbx loads the plugin next
+        # to itself.
+        bin_dir = os.path.join(self.home, "bin")
+        os.mkdir(bin_dir, 0o755)
+        for path in (SBX, PLUGIN):
+            shutil.copy2(path, bin_dir)
+        self.sbx_path = os.path.join(bin_dir, "sbx")
         self.cgroups = []
         self.subuid_start = None
         self.write_config()
@@ -240,7 +247,7 @@ class UnprivilegedModeTest(unittest.TestCase):
         }
         environment.update(env or {})
         command = list(prefix) + [SETPRIV, "--reuid", self.name, "--regid", self.name,
-                                  "--init-groups", SBX] + list(args)
+                                  "--init-groups", self.sbx_path] + list(args)
         leaves = getattr(self, "runner_leaves", []) if in_cgroups else []
         if leaves:
             # Enter the leaves as root, then drop to the user: the runner starts inside its

@@ -41,6 +41,9 @@
 #define LOCAL(member) FIELD(struct sbx_local_config, member)
 #define NETWORK(member) FIELD(struct sbx_network_config, member)
 #define TOP(member) FIELD(struct sbx_config, member)
+#define AGENT(member) FIELD(struct sbx_agent_sandbox_config, member)
+#define DNS(member) FIELD(struct sbx_agent_sandbox_dns_config, member)
+#define PROBE(member) FIELD(struct sbx_agent_sandbox_probe_config, member)
 
 static const char *const backend_words[] = { "local", "agent-sandbox", NULL };
 static const char *const shell_words[] = { "bash", "sh", NULL };
@@ -48,6 +51,8 @@ static const char *const shell_words[] = { "bash", "sh", NULL };
 static const char *const log_level_words[] = { "error", "warning", "info", "debug", NULL };
 static const char *const mode_words[] = { "auto", "root", "unprivileged", NULL };
 static const char *const unmapped_words[] = { "ignore", "reject", NULL };
+/* In the order of enum sbx_disruption_protection. */
+static const char *const disruption_words[] = { "none", "per-job-pdb", "shared-pdb", NULL };
 
 #define ID_MAP_REASON                                                                          \
 	"the job's ids 0-65535 map onto id_map_base and the 65535 ids after it, which must "  \
@@ -94,6 +99,54 @@ static const struct config_key network_keys[] = {
 	{ .name = NULL },
 };
 
+static const struct config_key dns_keys[] = {
+	{ .name = "allow", .kind = KEY_BOOL, DNS(allow) },
+	{ .name = "namespace", .kind = KEY_K8S_NAME, DNS(namespace) },
+	{ .name = "pod_labels", .kind = KEY_LABELS, DNS(pod_labels) },
+	{ .name = "cidrs", .kind = KEY_ALLOW_LIST, DNS(cidrs) },
+	{ .name = NULL },
+};
+
+static const struct config_key probe_keys[] = {
+	{ .name = "destination", .kind = KEY_STRING, PROBE(destination) },
+	{ .name = "required", .kind = KEY_BOOL, PROBE(required) },
+	{ .name = "timeout", .kind = KEY_INT, PROBE(timeout), .min = 1, .max = 3600 },
+	{ .name = "image", .kind = KEY_STRING, PROBE(image) },
+	{ .name = NULL },
+};
+
+static const struct config_key agent_sandbox_keys[] = {
+	{ .name = "kubeconfig", .kind = KEY_PATH, AGENT(kubeconfig) },
+	{ .name = "context", .kind = KEY_STRING, AGENT(context) },
+	{ .name = "in_cluster", .kind = KEY_BOOL, AGENT(in_cluster) },
+	{ .name = "namespace", .kind = KEY_K8S_NAME, AGENT(namespace) },
+	{ .name = "warm_pools", .kind = KEY_WARM_POOLS },
+	{ .name = "pod_template", .kind = KEY_JSON, AGENT(pod_template) },
+	{ .name = "allowed_images", .kind = KEY_STRING_LIST, AGENT(allowed_images) },
+	{ .name = "container", .kind = KEY_K8S_NAME, AGENT(container) },
+	{ .name = "runtime_class_name", .kind = KEY_STRING, AGENT(runtime_class_name) },
+	{ .name = "resources", .kind = KEY_JSON, AGENT(resources) },
+	{ .name = "node_selector", .kind = KEY_LABELS, AGENT(node_selector) },
+	{ .name = "tolerations", .kind = KEY_JSON, AGENT(tolerations) },
+	{ .name = "service_account", .kind = KEY_K8S_NAME, AGENT(service_account) },
+	{ .name = "automount_service_account_token", .kind = KEY_BOOL,
+	  AGENT(automount_service_account_token) },
+	{ .name = "labels", .kind = KEY_LABELS, AGENT(labels) },
+	{ .name = "pod_labels", .kind = KEY_LABELS, AGENT(pod_labels) },
+	{ .name = "allowed_label_domains", .kind = KEY_STRING_LIST,
+	  AGENT(allowed_label_domains) },
+	{ .name = "annotations", .kind = KEY_STRING_MAP, AGENT(annotations) },
+	{ .name = "dns", .kind = KEY_SECTION, AGENT(dns), .section = dns_keys },
+	{ .name = "probe", .kind = KEY_SECTION, AGENT(probe), .section = probe_keys },
+	{ .name = "accepted_policies", .kind = KEY_STRING_LIST, AGENT(accepted_policies) },
+	{ .name = "disruption_protection", .kind = KEY_ENUM, AGENT(disruption_protection),
+	  .words = disruption_words },
+	{ .name = "ready_timeout", .kind = KEY_INT, AGENT(ready_timeout), .min = 1,
+	  .max = SECONDS_MAX },
+	{ .name = "step_dir", .kind = KEY_PATH, AGENT(step_dir) },
+	{ .name = NULL },
+};
+
 static const struct config_key top_keys[] = {
 	{ .name = "backend", .kind = KEY_WORD, TOP(backend), .words = backend_words },
 	{ .name = "plugin_dir", .kind = KEY_PATH, TOP(plugin_dir) },
@@ -108,6 +161,8 @@ static const struct config_key top_keys[] = {
 	{ .name = "log_level", .kind = KEY_ENUM, TOP(log_level), .words = log_level_words },
 	{ .name = "local", .kind = KEY_SECTION, TOP(local), .section = local_keys },
 	{ .name = "network", .kind = KEY_SECTION, TOP(network), .section = network_keys },
+	{ .name = "agent_sandbox", .kind = KEY_SECTION, TOP(agent_sandbox),
+	  .section = agent_sandbox_keys },
 	{ .name = NULL },
 };
 
@@ -128,6 +183,7 @@ void sbx_config_free(struct sbx_config *config)
 	free(config->local.hostname);
 	config_string_list_clear(&config->network.runner_allow);
 	config_string_list_clear(&config->network.user_allow);
+	config_agent_sandbox_clear(&config->agent_sandbox);
 	free(config);
 }
 
@@ -138,6 +194,32 @@ static inline void config_freep(struct sbx_config **config)
 }
 
 #define _cleanup_config_ __attribute__((cleanup(config_freep)))
+
+static int config_default_agent_sandbox_maps(struct sbx_agent_sandbox_config *agent_sandbox)
+{
+	static const char dns_key[] = "k8s-app", dns_value[] = "kube-dns";
+	static const char domain[] = "sandbox.users.io";
+
+	/* The labels CoreDNS and kube-dns pods carry in kubeadm, kind, GKE and EKS clusters. */
+	agent_sandbox->dns.pod_labels.keys = calloc(1, sizeof(char *));
+	agent_sandbox->dns.pod_labels.values = calloc(1, sizeof(char *));
+	/* The Agent Sandbox controller's default for additionalPodMetadata label keys. */
+	agent_sandbox->allowed_label_domains.items = calloc(1, sizeof(char *));
+	if (agent_sandbox->dns.pod_labels.keys == NULL ||
+	    agent_sandbox->dns.pod_labels.values == NULL ||
+	    agent_sandbox->allowed_label_domains.items == NULL)
+		return -1;
+	agent_sandbox->dns.pod_labels.keys[0] = strdup(dns_key);
+	agent_sandbox->dns.pod_labels.values[0] = strdup(dns_value);
+	agent_sandbox->dns.pod_labels.count = 1;
+	agent_sandbox->allowed_label_domains.items[0] = strdup(domain);
+	agent_sandbox->allowed_label_domains.count = 1;
+	if (agent_sandbox->dns.pod_labels.keys[0] == NULL ||
+	    agent_sandbox->dns.pod_labels.values[0] == NULL ||
+	    agent_sandbox->allowed_label_domains.items[0] == NULL)
+		return -1;
+	return 0;
+}
 
 static int config_set_defaults(struct sbx_config *config, struct sbx_error *error)
 {
@@ -165,7 +247,18 @@ static int config_set_defaults(struct sbx_config *config, struct sbx_error *erro
 	config->network.allow_ci_server = 1;
 	config->network.proxy_port = 3128;
 
-	if (config->backend == NULL || config->shell == NULL || config->local.hostname == NULL)
+	config->agent_sandbox.dns.allow = 1;
+	config->agent_sandbox.dns.namespace = strdup("kube-system");
+	config->agent_sandbox.probe.required = 1;
+	config->agent_sandbox.probe.timeout = 15;
+	config->agent_sandbox.disruption_protection = SBX_DISRUPTION_PER_JOB;
+	config->agent_sandbox.ready_timeout = 300;
+	config->agent_sandbox.step_dir = strdup("/tmp/sbx");
+
+	if (config->backend == NULL || config->shell == NULL || config->local.hostname == NULL ||
+	    config->agent_sandbox.dns.namespace == NULL ||
+	    config->agent_sandbox.step_dir == NULL ||
+	    config_default_agent_sandbox_maps(&config->agent_sandbox) < 0)
 		return sbx_error_errno(error, ENOMEM, "cannot set the configuration defaults");
 	return 0;
 }
@@ -252,6 +345,27 @@ static int parse_key(struct config_parser *parser, const struct config_key *key,
 		return config_parse_list(parser, value, key, key_path, field);
 	case KEY_IMAGES:
 		return config_parse_images(parser, value, key_path, base);
+	case KEY_STRING:
+		if (!config_node_is_null(value) &&
+		    config_parse_string(parser, value, key_path, &text) < 0)
+			return -1;
+		replace_string(field, text);
+		return 0;
+	case KEY_K8S_NAME:
+		if (!config_node_is_null(value) &&
+		    config_parse_k8s_name(parser, value, key_path, &text) < 0)
+			return -1;
+		replace_string(field, text);
+		return 0;
+	case KEY_STRING_LIST:
+		return config_parse_list(parser, value, key, key_path, field);
+	case KEY_STRING_MAP:
+	case KEY_LABELS:
+		return config_parse_string_map(parser, value, key, key_path, field);
+	case KEY_WARM_POOLS:
+		return config_parse_warm_pools(parser, value, key_path, base);
+	case KEY_JSON:
+		return config_parse_json(parser, value, key_path, field);
 	case KEY_SECTION:
 		return parse_section(parser, value, key->section, key_path, field);
 	}

@@ -12,6 +12,8 @@
 
 #include "sbx/executor.h"
 
+struct json_object;
+
 /* A list of strings, e.g. allow-list entries or masked paths. */
 struct sbx_string_list {
 	char **items;
@@ -78,6 +80,84 @@ struct sbx_network_config {
 	uint16_t proxy_port;
 };
 
+/* A mapping of strings to strings, in the order written: labels, annotations, selectors. */
+struct sbx_string_map {
+	char **keys;
+	char **values;
+	size_t count;
+};
+
+/* One agent_sandbox.warm_pools entry: a job image pattern and the SandboxWarmPool to claim from. */
+struct sbx_warm_pool_entry {
+	char *pattern; /* exact image name, a prefix ending in '*', or "*" for every job */
+	char *pool;
+};
+
+enum sbx_disruption_protection {
+	SBX_DISRUPTION_NONE = 0,
+	/* A PodDisruptionBudget per job with maxUnavailable 0, owned by the claim or Sandbox. */
+	SBX_DISRUPTION_PER_JOB = 1,
+	/* The shared namespace PDB selects pods by the sandbox-disruption-policy label. */
+	SBX_DISRUPTION_SHARED = 2,
+};
+
+struct sbx_agent_sandbox_dns_config {
+	/* Allow DNS (UDP and TCP port 53) to the cluster's DNS pods and DNS_CIDRS. */
+	int allow;
+	char *namespace;
+	struct sbx_string_map pod_labels;
+	struct sbx_string_list cidrs;
+};
+
+struct sbx_agent_sandbox_probe_config {
+	/* IP:port outside the allow-list that the pod could reach without the NetworkPolicy. */
+	char *destination;
+	/* Fail prepare when no destination is configured. */
+	int required;
+	/* Seconds the probe may take, retries included, before the policy counts as unenforced. */
+	int64_t timeout;
+	/* Image of the pod `sbx doctor` starts to test enforcement. */
+	char *image;
+};
+
+struct sbx_agent_sandbox_config {
+	/* kubeconfig file; NULL: $KUBECONFIG, ~/.kube/config, or the in-cluster configuration. */
+	char *kubeconfig;
+	char *context;
+	/* Use the pod's service account even when a kubeconfig exists. */
+	int in_cluster;
+	/* Namespace of every object sbx creates; NULL: the kubeconfig context's. */
+	char *namespace;
+	struct sbx_warm_pool_entry *warm_pools;
+	size_t warm_pool_count;
+	/* PodTemplateSpec (metadata and spec) of a direct Sandbox, as JSON; NULL: no direct mode. */
+	struct json_object *pod_template;
+	/* Image patterns a direct Sandbox may run. */
+	struct sbx_string_list allowed_images;
+	/* Container steps run in; NULL: the first container. */
+	char *container;
+	char *runtime_class_name;
+	struct json_object *resources; /* core/v1 ResourceRequirements */
+	struct sbx_string_map node_selector;
+	struct json_object *tolerations; /* list of core/v1 Toleration */
+	char *service_account;
+	int automount_service_account_token;
+	/* Labels and annotations of the claim or Sandbox; pod labels need an allowed domain. */
+	struct sbx_string_map labels;
+	struct sbx_string_map pod_labels;
+	struct sbx_string_list allowed_label_domains;
+	struct sbx_string_map annotations;
+	struct sbx_agent_sandbox_dns_config dns;
+	struct sbx_agent_sandbox_probe_config probe;
+	/* Other NetworkPolicies of the namespace that may select a job's pod. */
+	struct sbx_string_list accepted_policies;
+	enum sbx_disruption_protection disruption_protection;
+	/* Seconds prepare waits for the sandbox to become ready. */
+	int64_t ready_timeout;
+	/* Directory inside the pod that records each step's output and exit status. */
+	char *step_dir;
+};
+
 struct sbx_config {
 	/* Path the configuration came from; NULL for built-in defaults. */
 	char *path;
@@ -100,6 +180,7 @@ struct sbx_config {
 	enum sbx_log_level log_level;
 	struct sbx_local_config local;
 	struct sbx_network_config network;
+	struct sbx_agent_sandbox_config agent_sandbox;
 };
 
 /*

@@ -134,6 +134,12 @@ static int scalar_value(struct config_parser *parser, const yaml_node_t *node, c
 	return 0;
 }
 
+int config_parse_scalar(struct config_parser *parser, const yaml_node_t *node, const char *key,
+			const char *what, const char **text)
+{
+	return scalar_value(parser, node, key, what, text);
+}
+
 static char *words_list(const char *const *words, char *buf, size_t size)
 {
 	size_t used = 0;
@@ -428,7 +434,9 @@ int config_parse_list(struct config_parser *parser, const yaml_node_t *node,
 		      const struct config_key *key, const char *key_path,
 		      struct sbx_string_list *list)
 {
-	const char *what = key->kind == KEY_PATH_LIST ? "an absolute path" : "an allow-list entry";
+	const char *what = key->kind == KEY_PATH_LIST	 ? "an absolute path"
+			   : key->kind == KEY_ALLOW_LIST ? "an allow-list entry"
+							 : "a value";
 	struct sbx_string_list parsed = { 0 };
 
 	if (config_node_is_null(node)) {

@@ -29,6 +29,13 @@ enum config_key_kind {
 	KEY_PATH_LIST, /* struct sbx_string_list of absolute paths */
 	KEY_ALLOW_LIST, /* struct sbx_string_list of allow-list entries */
 	KEY_IMAGES, /* local.images */
+	KEY_STRING, /* char *: a single non-empty value, null unsets it */
+	KEY_K8S_NAME, /* char *: a Kubernetes DNS label (namespace, object or container name) */
+	KEY_STRING_LIST, /* struct sbx_string_list of non-empty values */
+	KEY_STRING_MAP, /* struct sbx_string_map of single values */
+	KEY_LABELS, /* struct sbx_string_map of Kubernetes label keys and values */
+	KEY_WARM_POOLS, /* agent_sandbox.warm_pools */
+	KEY_JSON, /* struct json_object *: any YAML value, converted to JSON */
 	KEY_SECTION, /* a mapping parsed with SECTION */
 };
 
@@ -88,6 +95,26 @@ int config_parse_list(struct config_parser *parser, const yaml_node_t *node,
 		      struct sbx_string_list *list);
 int config_parse_images(struct config_parser *parser, const yaml_node_t *node,
 			const char *key_path, struct sbx_local_config *local);
+
+/* Checks that NODE is one value without NUL bytes or control characters; WHAT names the
+ * expected value for the message. */
+int config_parse_scalar(struct config_parser *parser, const yaml_node_t *node, const char *key,
+			const char *what, const char **text);
+
+/* The agent_sandbox value parsers (config_agent_sandbox.c). */
+int config_parse_string(struct config_parser *parser, const yaml_node_t *node, const char *key,
+			char **value);
+int config_parse_k8s_name(struct config_parser *parser, const yaml_node_t *node,
+			  const char *key, char **value);
+int config_parse_string_map(struct config_parser *parser, const yaml_node_t *node,
+			    const struct config_key *key, const char *key_path,
+			    struct sbx_string_map *map);
+int config_parse_warm_pools(struct config_parser *parser, const yaml_node_t *node,
+			    const char *key_path, struct sbx_agent_sandbox_config *agent_sandbox);
+int config_parse_json(struct config_parser *parser, const yaml_node_t *node, const char *key,
+		      struct json_object **value);
+void config_string_map_clear(struct sbx_string_map *map);
+void config_agent_sandbox_clear(struct sbx_agent_sandbox_config *agent_sandbox);
 
 void config_string_list_clear(struct sbx_string_list *list);
 void config_image_map_clear(struct sbx_local_config *local);

@@ -37,6 +37,9 @@
 #define AS_LABEL_PREFIX "sbx.dev/"
 #define AS_LABEL_ID AS_LABEL_PREFIX "sandbox-id"
 
+/* Seconds from a sandbox's deadline to its shutdownTime. */
+#define AS_BACKSTOP_DELAY_S 600
+
 /* Bound on waiting for another prepare, cleanup or gc of the same id. */
 #define AS_LOCK_TIMEOUT_MS 30000
 

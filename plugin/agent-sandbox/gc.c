@@ -171,16 +171,9 @@ static int list_one(void *userdata, const struct sbx_journal_entry *entry)
 		.deadline = entry->deadline,
 		.owner = &owner,
 	};
-	struct as_sandbox sandbox;
 
 	if (entry->backend == NULL || strcmp(entry->backend, AS_BACKEND_NAME) != 0)
 		return 0;
-	/* The controller deletes the sandbox at its backstop; the entry may go then too. */
-	if (as_sandbox_from_entry(entry, &sandbox, NULL) == 0) {
-		if (sandbox.backstop > 0 && sandbox.backstop < info.deadline)
-			info.deadline = sandbox.backstop;
-		as_sandbox_clear(&sandbox);
-	}
 	return context->callback(context->userdata, &info);
 }
 

@@ -76,9 +76,9 @@ static int fill_entry(struct prepare *prepare, const char *pool, struct sbx_erro
 
 	snprintf(sandbox->id, sizeof(sandbox->id), "%s", spec->id);
 	sandbox->direct = pool == NULL;
-	/* The backstop is the deadline: after it `sbx gc` may delete the sandbox anyway, and
-	 * the controller deletes it even when no sbx runs any more. */
-	sandbox->backstop = prepare->entry.deadline;
+	/* `sbx gc` removes the sandbox after its deadline; the controller's backstop comes a
+	 * little later and removes it even where no gc runs (a runner host that is gone). */
+	sandbox->backstop = prepare->entry.deadline + AS_BACKSTOP_DELAY_S;
 	if (prepare->entry.backend == NULL ||
 	    set_string(&sandbox->namespace, prepare->executor->namespace) < 0 ||
 	    set_string(&sandbox->pool, pool) < 0 ||

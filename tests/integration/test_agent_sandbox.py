@@ -1,0 +1,416 @@
+"""The agent-sandbox backend end to end: the real `sbx gitlab config|prepare|run|cleanup`,
+driven by the emulated GitLab Runner (harness/), against the fake cluster (tests/cluster/),
+whose pods are real namespace sandboxes on this machine and whose NetworkPolicies are
+enforced with nftables. Two test hosts in network namespaces stand for the outside world:
+one on the job's allow-list, one off it (also the enforcement probe's destination)."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+from cluster_support import EXTENSIONS_API, FakeCluster, TestHost, require_cluster
+from harness.gitlab_runner import (BuildError, Job, Runner, RunnerSettings, SystemFailure,
+                                   sandbox_processes)
+
+NS = "ci"
+BUILD = os.environ.get("SBX_BUILD_DIR", "")
+SBX = os.path.join(os.path.abspath(BUILD), "sbx") if BUILD else ""
+ALLOWED_HOST = ("allowed", "10.250.7.2", "10.250.7.1")
+DENIED_HOST = ("denied", "10.250.7.6", "10.250.7.5")
+CLAIMS = EXTENSIONS_API % (NS, "sandboxclaims")
+POLICIES = "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies" % NS
+PDBS = "/apis/policy/v1/namespaces/%s/poddisruptionbudgets" % NS
+PODS = "/api/v1/namespaces/%s/pods" % NS
+
+# Pods of the fake cluster run host binaries and share the host's file system; private tmpfs
+# mounts in the pod's own mount namespace give each pod its own /builds, /cache and /tmp, as
+# emptyDir volumes do on a real cluster.
+POD_COMMAND = ("mkdir -p /builds /cache && mount -t tmpfs tmpfs /builds && "
+               "mount -t tmpfs tmpfs /cache && mount -t tmpfs tmpfs /tmp && "
+               "touch /tmp/.pod-ready && exec sleep infinity")
+
+
+def template(name, unmanaged=True):
+    spec = {"podTemplate": {"spec": {"containers": [{
+        "name": "job", "image": "registry.example.com/ci:1",
+        "command": ["sh", "-c", POD_COMMAND],
+        "readinessProbe": {"exec": {"command": ["test", "-e", "/tmp/.pod-ready"]},
+                           "periodSeconds": 1}}]}}}
+    if unmanaged:
+        spec["networkPolicyManagement"] = "Unmanaged"
+    return {"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def warm_pool(name, template_name, replicas):
+    return {"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+            "metadata": {"name": name},
+            "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": template_name}}}
+
+
+def marker(tag):
+    """A command printing "<tag>-42", a line its own echo in the job log does not contain."""
+    return "echo %s-$((6*7))" % tag, ("%s-42" % tag).encode()
+
+
+class ClusterTestCase(unittest.TestCase):
+    enforce = True
+
+    @classmethod
+    def setUpClass(cls):
+        if not BUILD:
+            raise unittest.SkipTest("SBX_BUILD_DIR is not set")
+        cls.created_dirs = [d for d in ("/builds", "/cache") if not os.path.exists(d)]
+        cls.cluster = FakeCluster(ready_delay=0.1,
+                                  enforce_network_policies=cls.enforce).start()
+        try:
+            cls.cluster.must("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
+            for body in (template("ci"), template("public", unmanaged=False)):
+                cls.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxtemplates"), body)
+            for body in (warm_pool("ci-pool", "ci", 2), warm_pool("cold-pool", "ci", 0),
+                         warm_pool("public-pool", "public", 0)):
+                cls.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxwarmpools"), body)
+            cls.allowed = TestHost(cls.cluster, *ALLOWED_HOST).__enter__()
+            cls.denied = TestHost(cls.cluster, *DENIED_HOST).__enter__()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for host in ("denied", "allowed"):
+            if hasattr(cls, host):
+                getattr(cls, host).__exit__(None, None, None)
+        cls.cluster.cleanup()
+        for directory in cls.created_dirs:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="sbx-agent-sandbox-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+        self.cluster.clear_faults()
+
+    def write_config(self, extra="", identity="runner", probe_timeout=10, margin=3600):
+        path = os.path.join(self.work, "sbx.yaml")
+        with open(path, "w") as stream:
+            stream.write(
+                "backend: agent-sandbox\n"
+                "plugin_dir: %s\n"
+                "state_dir: %s/state\n"
+                "deadline_margin: %d\n"
+                "stop_grace: 1\n"
+                "network:\n"
+                "  user_allow: [\"%s:8080\"]\n"
+                "agent_sandbox:\n"
+                "  kubeconfig: %s\n"
+                "  namespace: %s\n"
+                "  warm_pools:\n"
+                "    \"*\": ci-pool\n"
+                "    \"cold/*\": cold-pool\n"
+                "    \"public/*\": public-pool\n"
+                "  probe:\n"
+                "    destination: \"%s:8080\"\n"
+                "    timeout: %d\n%s"
+                % (os.path.abspath(BUILD), self.work, margin, ALLOWED_HOST[1],
+                   self.cluster.kubeconfig_for(identity), NS, DENIED_HOST[1], probe_timeout,
+                   extra))
+        os.chmod(path, 0o600)
+        return path
+
+    def runner(self, config):
+        environ = dict(os.environ, SBX_CONFIG=config)
+        return Runner(RunnerSettings(SBX, environ=environ, preparation_retry_interval=0.1,
+                                     graceful_kill_timeout=30, force_kill_timeout=5))
+
+    def job(self, **kwargs):
+        kwargs.setdefault("server_url", "http://127.0.0.1:9/")
+        return Job(**kwargs)
+
+    def sbx(self, config, *args):
+        return subprocess.run([SBX] + list(args), env=dict(os.environ, SBX_CONFIG=config),
+                              capture_output=True, text=True, timeout=120)
+
+    def claim_names(self):
+        return sorted(c["metadata"]["name"] for c in self.cluster.must("GET", CLAIMS)["items"])
+
+    def sandbox_id(self, result_or_attempt):
+        attempt = getattr(result_or_attempt, "attempts", [result_or_attempt])[-1]
+        return attempt.job_env["SBX_SANDBOX_ID"]
+
+    def objects_left(self, sandbox_id):
+        """Names of the claim, policy and PDB of SANDBOX_ID that still exist."""
+        left = []
+        for path, name in ((CLAIMS, sandbox_id), (POLICIES, sandbox_id + "-egress"),
+                           (PDBS, sandbox_id + "-pdb")):
+            status, _ = self.cluster.api("GET", "%s/%s" % (path, name))
+            if status == 200:
+                left.append(name)
+        return left
+
+    def wait_all_gone(self, sandbox_id, timeout=20):
+        self.cluster.wait_for(lambda: not self.objects_left(sandbox_id), timeout,
+                              message="the objects of %s to be deleted" % sandbox_id)
+
+    def journal_entries(self):
+        directory = os.path.join(self.work, "state", "sandboxes")
+        return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+    def bound_pod(self, sandbox_id):
+        claim = self.cluster.must("GET", "%s/%s" % (CLAIMS, sandbox_id))
+        return claim["status"]["sandbox"]["name"]
+
+
+@require_cluster
+class AgentSandboxJobTest(ClusterTestCase):
+    def test_success_path(self):
+        config = self.write_config()
+        command, expected = marker("hello")
+        self.cluster.reset_requests()
+        result = self.runner(config).run_job(self.job(script=[command, "hostname"]))
+        log = bytes(result.log)
+        self.assertEqual(result.status, "success", log.decode(errors="replace"))
+        self.assertIn(expected, log)
+        self.assertIn(b"(warm pool hit)", log)
+        self.assertIn(b"NetworkPolicy enforced", log)
+        self.assertEqual(result.stages(), ["prepare_script", "get_sources", "build_script",
+                                           "cleanup_file_variables"])
+        sandbox_id = self.sandbox_id(result)
+        self.wait_all_gone(sandbox_id)
+        self.assertEqual(self.journal_entries(), [])
+        counts = self.cluster.request_counts()
+        # One exec sets up and probes the pod, then one per stage.
+        self.assertEqual(counts.get("get pods/exec"), 5, counts)
+        self.assertEqual(counts.get("create sandboxclaims"), 1, counts)
+        self.assertEqual(counts.get("delete sandboxclaims"), 1, counts)
+        print("\nAPI requests of one job:", dict(sorted(counts.items())))
+
+    def test_script_failure_keeps_exit_code(self):
+        config = self.write_config()
+        result = self.runner(config).run_job(self.job(script=["echo failing", "exit 7"]))
+        self.assertEqual(result.status, "failed", bytes(result.log).decode(errors="replace"))
+        self.assertEqual(result.exit_code, 7)
+        self.wait_all_gone(self.sandbox_id(result))
+
+    def test_stream_cut_loses_no_output(self):
+        config = self.write_config()
+        attempt = self.runner(config).new_attempt(self.job())
+        attempt.config()
+        attempt.prepare()
+        self.addCleanup(attempt.cleanup)
+        sources = attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        self.assertIsNone(sources.error)
+        # The next exec is cut mid-frame after 3000 bytes of output.
+        self.cluster.set_faults([{"type": "exec-cut", "afterBytes": 3000, "times": 1,
+                                  "namespace": NS}])
+        record = attempt.run_stage("build_script", commands=[
+            "for i in $(seq 1 300); do echo line-$i-abcdefghijklmnopqrstuvwxyz; "
+            "[ $((i % 50)) = 0 ] && sleep 0.2; done", "exit 5"])
+        self.assertIsInstance(record.error, BuildError, record.output.decode(errors="replace"))
+        self.assertEqual(record.error.exit_code, 5)
+        lines = [line for line in bytes(record.stdout).decode().splitlines()
+                 if line.startswith("line-")]
+        self.assertEqual(lines, ["line-%d-abcdefghijklmnopqrstuvwxyz" % i
+                                 for i in range(1, 301)])
+        self.assertIn(b"attaching again", bytes(record.stderr))
+
+    def test_cancel_then_after_script_in_same_sandbox(self):
+        config = self.write_config()
+        ready, ready_bytes = marker("sleeping")
+        after, after_bytes = marker("after")
+        job = self.job(script=["hostname", ready, "sleep 777"],
+                       after_script=["hostname", after])
+        result = self.runner(config).run_job(job, cancel_on_output=ready_bytes)
+        log = bytes(result.log)
+        self.assertEqual(result.status, "canceled", log.decode(errors="replace"))
+        self.assertIn(after_bytes, log)
+        self.assertEqual(sandbox_processes(b"sleep\x00777"), [])
+        stages = [r for r in result.execs if r.kind == "run"]
+        build = next(r for r in stages if r.stage == "build_script")
+        after_record = next(r for r in stages if r.stage == "after_script")
+        pod = self.bound_pod_from(build)
+        self.assertIn(pod.encode(), bytes(after_record.stdout))
+        self.wait_all_gone(self.sandbox_id(result))
+
+    def bound_pod_from(self, record):
+        for line in bytes(record.stdout).decode(errors="replace").splitlines():
+            if line.startswith("ci-pool-"):
+                return line.strip()
+        self.fail("no pod name in the output: %r" % bytes(record.stdout))
+
+    def test_cold_start(self):
+        config = self.write_config()
+        result = self.runner(config).run_job(self.job(image="cold/app:1",
+                                                      script=["echo cold"]))
+        log = bytes(result.log)
+        self.assertEqual(result.status, "success", log.decode(errors="replace"))
+        self.assertIn(b"(cold start)", log)
+        self.wait_all_gone(self.sandbox_id(result))
+
+    def test_egress_follows_allow_list(self):
+        config = self.write_config()
+        script = [
+            "exec 3<>/dev/tcp/%s/8080 && head -1 <&3" % ALLOWED_HOST[1],
+            "if timeout 3 bash -c 'exec 3<>/dev/tcp/%s/8080'; then echo denied-$((6*7))-reached; "
+            "else echo denied-$((6*7))-blocked; fi" % DENIED_HOST[1],
+        ]
+        result = self.runner(config).run_job(self.job(script=script))
+        log = bytes(result.log)
+        self.assertEqual(result.status, "success", log.decode(errors="replace"))
+        self.assertIn(b"hello allowed", log)
+        self.assertIn(b"denied-42-blocked", log)
+        self.assertNotIn(b"denied-42-reached", log)
+
+    def test_sigkill_then_next_step_and_gc(self):
+        config = self.write_config(margin=0)
+        attempt = self.runner(config).new_attempt(self.job(timeout=8))
+        attempt.config()
+        attempt.prepare()
+        sandbox_id = self.sandbox_id(attempt)
+        kept = self.sbx(config, "gc")
+        self.assertIn("kept", kept.stdout)
+        self.assertEqual(self.objects_left(sandbox_id),
+                         [sandbox_id, sandbox_id + "-egress", sandbox_id + "-pdb"])
+        attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        started, started_bytes = marker("started")
+        record = attempt.start_stage("build_script", commands=[started, "sleep 778"])
+        self.assertTrue(record.wait_output(started_bytes, 30))
+        os.killpg(record.pid, signal.SIGKILL)
+        record.finished.wait(30)
+        self.assertTrue(sandbox_processes(b"sleep\x00778"), "the step must outlive a killed sbx")
+        after, after_bytes = marker("after")
+        after_record = attempt.run_stage("after_script",
+                                         body=attempt.user_body([after], after_script=True))
+        self.assertIsNone(after_record.error, after_record.output.decode(errors="replace"))
+        self.assertIn(after_bytes, bytes(after_record.output))
+        self.assertIn(b"left running", bytes(after_record.output))
+        self.assertEqual(sandbox_processes(b"sleep\x00778"), [])
+        # No cleanup: the runner is gone. gc removes everything once the deadline passed.
+        end = time.monotonic() + 20
+        while True:
+            destroyed = self.sbx(config, "gc")
+            if "destroyed" in destroyed.stdout or time.monotonic() > end:
+                break
+            time.sleep(0.5)
+        self.assertIn("destroyed", destroyed.stdout, destroyed.stderr)
+        self.assertEqual(self.journal_entries(), [])
+        self.wait_all_gone(sandbox_id)
+        attempt.remove_temp_dir()
+
+    def test_pod_deleted_mid_job(self):
+        config = self.write_config()
+        attempt = self.runner(config).new_attempt(self.job())
+        attempt.config()
+        attempt.prepare()
+        sandbox_id = self.sandbox_id(attempt)
+        attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        started, started_bytes = marker("started")
+        record = attempt.start_stage("build_script", commands=[started, "sleep 30"])
+        self.assertTrue(record.wait_output(started_bytes, 30))
+        pod = self.bound_pod(sandbox_id)
+        self.cluster.must("DELETE", "%s/%s?gracePeriodSeconds=0" % (PODS, pod))
+        self.assertTrue(record.finished.wait(90))
+        self.assertIsInstance(record.error, SystemFailure,
+                              record.output.decode(errors="replace"))
+        cleanup = attempt.cleanup()
+        self.assertEqual(cleanup.returncode, 0, cleanup.output.decode(errors="replace"))
+        self.wait_all_gone(sandbox_id)
+        attempt.remove_temp_dir()
+
+    def test_api_errors_during_prepare_are_retried(self):
+        config = self.write_config()
+        self.cluster.reset_requests()
+        self.cluster.set_faults([
+            {"type": "status", "code": 429, "retryAfter": 1, "times": 2, "contentType": "text",
+             "verb": "create", "resource": "sandboxclaims"},
+            {"type": "status", "code": 503, "times": 2, "verb": "get",
+             "resource": "sandboxwarmpools"},
+        ])
+        result = self.runner(config).run_job(self.job(script=["echo ok"]))
+        self.assertEqual(result.status, "success", bytes(result.log).decode(errors="replace"))
+        self.assertEqual(len(result.attempts), 1)
+        counts = self.cluster.request_counts()
+        self.assertEqual(counts.get("create sandboxclaims"), 3, counts)
+        self.assertEqual(counts.get("get sandboxwarmpools"), 3, counts)
+
+
+@require_cluster
+class AgentSandboxRefusalTest(ClusterTestCase):
+    def failed_prepare(self, result):
+        log = bytes(result.log).decode(errors="replace")
+        self.assertEqual(result.status, "system_failure", log)
+        self.assertEqual([r.kind for r in result.execs if r.kind == "run"], [], log)
+        return log
+
+    def test_terminal_claim_reason_fails_fast(self):
+        extra = ("  allowed_label_domains: [example.com]\n"
+                 "  pod_labels: {\"example.com/team\": ci}\n")
+        config = self.write_config(extra)
+        started = time.monotonic()
+        result = self.runner(config).run_job(self.job())
+        log = self.failed_prepare(result)
+        self.assertIn("InvalidMetadata", log)
+        self.assertLess(time.monotonic() - started, 30)
+        self.assertEqual(self.claim_names(), [])
+        self.assertEqual(self.journal_entries(), [])
+
+    def test_template_with_public_egress_refused(self):
+        config = self.write_config()
+        self.cluster.reset_requests()
+        result = self.runner(config).run_job(self.job(image="public/app:1"))
+        log = self.failed_prepare(result)
+        self.assertIn("networkPolicyManagement: Unmanaged", log)
+        self.assertNotIn("create sandboxclaims", self.cluster.request_counts())
+
+    def test_other_policy_allowing_more_refused(self):
+        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "metadata": {"name": "open-egress"},
+                  "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                           "egress": [{"to": [{"ipBlock": {"cidr": "10.250.9.0/24"}}]}]}}
+        self.cluster.must("POST", POLICIES, policy)
+        self.addCleanup(self.cluster.api, "DELETE", POLICIES + "/open-egress")
+        config = self.write_config()
+        result = self.runner(config).run_job(self.job())
+        log = self.failed_prepare(result)
+        self.assertIn("NetworkPolicy ci/open-egress selects the job's pod", log)
+        self.assertIn("allows 10.250.9.0/24 on every port", log)
+        self.assertEqual(self.claim_names(), [])
+
+        accepted = self.write_config("  accepted_policies: [open-egress]\n")
+        result = self.runner(accepted).run_job(self.job(script=["echo accepted"]))
+        self.assertEqual(result.status, "success", bytes(result.log).decode(errors="replace"))
+        self.assertIn(b"accepted by agent_sandbox.accepted_policies", bytes(result.log))
+
+    def test_forbidden_exec_reported(self):
+        config = self.write_config()
+        self.cluster.set_faults([{"type": "status", "code": 403, "reason": "Forbidden",
+                                  "message": "pods \"x\" is forbidden: cannot create "
+                                             "resource \"pods/exec\"",
+                                  "resource": "pods/exec"}])
+        result = self.runner(config).run_job(self.job())
+        log = self.failed_prepare(result)
+        self.assertIn("grant the runner's identity get and create on pods/exec", log)
+        self.assertEqual(self.claim_names(), [])
+
+
+@require_cluster
+class AgentSandboxUnenforcedTest(ClusterTestCase):
+    enforce = False
+
+    def test_unenforced_policy_caught_by_probe(self):
+        config = self.write_config(probe_timeout=2)
+        result = self.runner(config).run_job(self.job())
+        log = bytes(result.log).decode(errors="replace")
+        self.assertEqual(result.status, "system_failure", log)
+        self.assertIn("does not enforce NetworkPolicies", log)
+        self.assertEqual([r for r in result.execs if r.kind == "run"], [])
+        self.assertEqual(self.claim_names(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -21,7 +21,7 @@
 #include "k8s/rest.h"
 #include "k8s/status.h"
 
-#define RBAC_FIX "apply config-examples/k8s-rbac.yaml (adapted to the namespace and identity)"
+#define RBAC_FIX "apply config-examples/kubernetes/rbac.yaml (adapted to the namespace and identity)"
 
 struct checker {
 	struct sbx_executor *executor;
@@ -262,7 +262,9 @@ static void check_pools(struct checker *checker)
 		sbx_error_clear(&error);
 		if (as_template_check(checker->executor, pool, &template, &error) < 0) {
 			report(checker, SBX_CHECK_FAILED, name,
-			       "fix the pool or its template as the message says", "%s",
+			       "create the pool and its template with networkPolicyManagement: "
+			       "Unmanaged (config-examples/kubernetes/warm-pool.yaml)",
+			       "%s",
 			       error.message);
 			continue;
 		}

@@ -218,7 +218,7 @@ int as_api_error(struct sbx_error *error, const struct k8s_status *status, const
 {
 	if (status != NULL && status->status_class == K8S_STATUS_FORBIDDEN)
 		return sbx_error_prefix(error, "%s: forbidden; grant the runner's identity this "
-					"verb in its Role (config-examples/k8s-rbac.yaml lists "
+					"verb in its Role (config-examples/kubernetes/rbac.yaml lists "
 					"every verb sbx needs)",
 					what);
 	if (status != NULL && status->status_class == K8S_STATUS_UNAUTHORIZED)

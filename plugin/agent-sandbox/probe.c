@@ -115,7 +115,7 @@ static int run_setup(struct sbx_executor *executor, const struct as_sandbox *san
 		if (strstr(error->message, "403") != NULL)
 			return sbx_error_prefix(error, "%s: forbidden; grant the runner's identity "
 						"get and create on pods/exec in its Role "
-						"(config-examples/k8s-rbac.yaml)",
+						"(config-examples/kubernetes/rbac.yaml)",
 						what);
 		return sbx_error_prefix(error, "%s", what);
 	}
@@ -167,7 +167,7 @@ int as_pod_setup(struct sbx_executor *executor, const struct as_sandbox *sandbox
 	case SETUP_NOT_WRITABLE:
 		sbx_error_set(error, SBX_ERROR_SYSTEM,
 			      "%.*s is not writable in pod %s; mount an emptyDir volume there in "
-			      "the pod template (see config-examples/k8s-warm-pool-objects.yaml)",
+			      "the pod template (see config-examples/kubernetes/warm-pool.yaml)",
 			      (int) strcspn(capture.err, "\n"), capture.err, sandbox->pod);
 		goto fail;
 	case SETUP_NO_PROBE_TOOL:

@@ -69,7 +69,7 @@ int as_template_check(struct sbx_executor *executor, const char *pool,
 		if (status.status_class == K8S_STATUS_NOT_FOUND)
 			return sbx_error_set(error, SBX_ERROR_SYSTEM,
 					     "SandboxWarmPool %s/%s not found; create it (see "
-					     "config-examples/k8s-warm-pool-objects.yaml) or fix "
+					     "config-examples/kubernetes/warm-pool.yaml) or fix "
 					     "agent_sandbox.warm_pools",
 					     executor->namespace, pool);
 		return as_api_error(error, &status, what);

@@ -3,6 +3,7 @@ driven by the emulated GitLab Runner (harness/), against the fake cluster (tests
 whose pods are real namespace sandboxes on this machine and whose NetworkPolicies are
 enforced with nftables. Two test hosts in network namespaces stand for the outside world:
 one on the job's allow-list, one off it (also the enforcement probe's destination)."""
+import json
 import os
 import shutil
 import signal
@@ -11,11 +12,16 @@ import tempfile
 import time
 import unittest
 
-from cluster_support import EXTENSIONS_API, FakeCluster, TestHost, require_cluster
+import yaml
+
+from cluster_support import (EXTENSIONS_API, KUBECTL, FakeCluster, TestHost, kubectl,
+                             require_cluster)
 from harness.gitlab_runner import (BuildError, Job, Runner, RunnerSettings, SystemFailure,
                                    sandbox_processes)
 
 NS = "ci"
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(TOP, "config-examples")
 BUILD = os.environ.get("SBX_BUILD_DIR", "")
 SBX = os.path.join(os.path.abspath(BUILD), "sbx") if BUILD else ""
 ALLOWED_HOST = ("allowed", "10.250.7.2", "10.250.7.1")
@@ -58,14 +64,15 @@ def marker(tag):
 
 class ClusterTestCase(unittest.TestCase):
     enforce = True
+    auth_config = None
 
     @classmethod
     def setUpClass(cls):
         if not BUILD:
             raise unittest.SkipTest("SBX_BUILD_DIR is not set")
         cls.created_dirs = [d for d in ("/builds", "/cache") if not os.path.exists(d)]
-        cls.cluster = FakeCluster(ready_delay=0.1,
-                                  enforce_network_policies=cls.enforce).start()
+        cls.cluster = FakeCluster(ready_delay=0.1, enforce_network_policies=cls.enforce,
+                                  auth_config=cls.auth_config).start()
         try:
             cls.cluster.must("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
             for body in (template("ci"), template("public", unmanaged=False)):
@@ -410,6 +417,86 @@ class AgentSandboxUnenforcedTest(ClusterTestCase):
         self.assertIn("does not enforce NetworkPolicies", log)
         self.assertEqual([r for r in result.execs if r.kind == "run"], [])
         self.assertEqual(self.claim_names(), [])
+
+
+def example_documents(name):
+    with open(os.path.join(EXAMPLES, "kubernetes", name)) as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+def example_role_rules():
+    role = next(d for d in example_documents("rbac.yaml") if d["kind"] == "Role")
+    return [dict(rule, namespaces=[role["metadata"]["namespace"]]) for rule in role["rules"]]
+
+
+@require_cluster
+class ConfigExamplesTest(ClusterTestCase):
+    """Every sbx example loads, and the Kubernetes examples apply and are enough for a job."""
+
+    @classmethod
+    def setUpClass(cls):
+        handle, cls.auth_config = tempfile.mkstemp(prefix="sbx-example-role-", suffix=".json")
+        with os.fdopen(handle, "w") as stream:
+            json.dump({"identities": [{"name": "example-role", "rules": example_role_rules()}]},
+                      stream)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        os.unlink(cls.auth_config)
+
+    def test_sbx_examples_load(self):
+        names = sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".yaml"))
+        self.assertIn("k8s-warm-pool.yaml", names)
+        self.assertIn("k8s-direct.yaml", names)
+        for name in names:
+            result = subprocess.run([SBX, "--config", os.path.join(EXAMPLES, name),
+                                     "--plugin-dir", os.path.abspath(BUILD), "doctor"],
+                                    capture_output=True, text=True, timeout=60)
+            self.assertRegex(result.stdout, r"(?m)^ok +config: ", name + result.stdout)
+            self.assertNotRegex(result.stdout, r"(?m)^FAILED +(config|plugin|backend):",
+                                name + result.stdout)
+
+    @unittest.skipIf(KUBECTL is None, "kubectl is not installed")
+    def test_kubernetes_examples_apply(self):
+        for name in ("warm-pool.yaml", "shared-pdb.yaml"):
+            result = kubectl(self.cluster, "apply", "-f", os.path.join(EXAMPLES, "kubernetes",
+                                                                      name))
+            self.assertEqual(result.returncode, 0, result.stderr)
+        # The fake serves no RBAC kinds: the ServiceAccount is applied here, and the Role's
+        # rules are this cluster's "example-role" identity, which the job below uses.
+        accounts = [d for d in example_documents("rbac.yaml") if d["kind"] == "ServiceAccount"]
+        result = kubectl(self.cluster, "apply", "-f", "-", input_data=yaml.safe_dump_all(accounts))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        template = self.cluster.must("GET", "%s/ci-debian" % EXTENSIONS_API % (
+            NS, "sandboxtemplates"))
+        self.assertEqual(template["spec"]["networkPolicyManagement"], "Unmanaged")
+        self.assertEqual(template["spec"]["podTemplate"]["spec"]["runtimeClassName"], "gvisor")
+        self.cluster.must("GET", PDBS + "/sbx-shared")
+        self.cluster.must("GET", "/api/v1/namespaces/%s/serviceaccounts/sbx-runner" % NS)
+
+    def test_example_role_runs_a_job(self):
+        config = self.write_config(identity="example-role")
+        result = self.runner(config).run_job(self.job(script=["echo role-$((6*7))"]))
+        log = bytes(result.log)
+        self.assertEqual(result.status, "success", log.decode(errors="replace"))
+        self.assertIn(b"role-42", log)
+        doctor = self.sbx(config, "doctor")
+        self.assertRegex(doctor.stdout, r"(?m)^ok +permissions: all \d+ verbs", doctor.stdout)
+        self.assertRegex(doctor.stdout, r"(?m)^ok +warm pool ci-pool: ", doctor.stdout)
+        self.assertRegex(doctor.stdout, r"(?m)^FAILED +warm pool public-pool: ", doctor.stdout)
+        self.assertRegex(doctor.stdout, r"(?m)^ok +agents.x-k8s.io: ", doctor.stdout)
+        # The example Role cannot create pods, so the doctor's probe pod is only a warning.
+        self.assertRegex(doctor.stdout, r"(?m)^warning +NetworkPolicy enforcement: ",
+                         doctor.stdout)
+
+    def test_doctor_probe_pod_sees_enforcement(self):
+        config = self.write_config(identity="admin")
+        doctor = self.sbx(config, "doctor")
+        self.assertRegex(doctor.stdout, r"(?m)^ok +NetworkPolicy enforcement: ", doctor.stdout)
+        self.assertRegex(doctor.stdout, r"(?m)^ok +authentication: authenticated as admin",
+                         doctor.stdout)
 
 
 if __name__ == "__main__":

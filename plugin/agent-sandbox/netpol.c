@@ -240,7 +240,7 @@ int as_netpol_create(struct sbx_executor *executor, struct as_sandbox *sandbox,
 		 sandbox->network_policy);
 	rc = k8s_rest_create(executor->client, path, body, as_deadline(60), NULL, &status, error);
 	json_object_put(body);
-	/* A retried create whose first answer was lost finds its own policy. */
+	/* A retried create whose first response was lost finds its own policy. */
 	if (rc < 0 && status.status_class != K8S_STATUS_ALREADY_EXISTS)
 		return as_api_error(error, &status, what);
 	sbx_info("NetworkPolicy %s: ingress denied, egress to DNS%s and %zu address block(s)",

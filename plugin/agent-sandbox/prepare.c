@@ -76,8 +76,9 @@ static int fill_entry(struct prepare *prepare, const char *pool, struct sbx_erro
 
 	snprintf(sandbox->id, sizeof(sandbox->id), "%s", spec->id);
 	sandbox->direct = pool == NULL;
-	/* `sbx gc` removes the sandbox after its deadline; the controller's backstop comes a
-	 * little later and removes it even where no gc runs (a runner host that is gone). */
+	/* `sbx gc` removes the sandbox after its deadline. The controller's backstop comes a
+	 * little later and removes it even where no gc runs, such as on a runner host that is
+	 * gone. */
 	sandbox->backstop = prepare->entry.deadline + AS_BACKSTOP_DELAY_S;
 	if (prepare->entry.backend == NULL ||
 	    set_string(&sandbox->namespace, prepare->executor->namespace) < 0 ||
@@ -210,7 +211,7 @@ int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	struct sbx_journal_entry existing;
 	struct as_sandbox *sandbox = &prepare.sandbox;
 	const char *image = SBX_HAS_FIELD(spec, struct sbx_job_spec, image) ? spec->image : NULL;
-	const char *pool = NULL;
+	const char *pool = NULL, *launch;
 	int64_t started = sbx_monotonic_ms(), ready_ms = 0;
 	int lock_fd, warm = 0;
 
@@ -250,9 +251,12 @@ int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	if (as_sandbox_read_pod(executor, sandbox, &prepare.pod, error) < 0 ||
 	    record(&prepare, error) < 0)
 		goto fail;
+	if (sandbox->direct)
+		launch = "direct Sandbox";
+	else
+		launch = warm ? "warm pool hit" : "cold start";
 	sbx_info("sandbox %s ready in %" PRId64 " ms (%s): Sandbox %s, pod %s, container %s",
-		 spec->id, ready_ms,
-		 sandbox->direct ? "direct Sandbox" : warm ? "warm pool hit" : "cold start",
+		 spec->id, ready_ms, launch,
 		 sandbox->sandbox, sandbox->pod, sandbox->container);
 	if (as_netpol_check_others(executor, sandbox, prepare.pod, &prepare.egress, error) < 0 ||
 	    as_pod_setup(executor, sandbox, error) < 0)

@@ -6,7 +6,7 @@
  * A NetworkPolicy that exists is not yet enforced (the CNI applies it asynchronously), and a
  * cluster without an enforcing CNI ignores it. So before the first step, a connection from
  * inside the pod to a destination outside the allow-list, one the pod could reach without the
- * policy, must fail; the probe retries until it does or agent_sandbox.probe.timeout passes.
+ * policy, must fail. The probe retries until it does or agent_sandbox.probe.timeout passes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -136,7 +136,9 @@ int as_probe_reachable(struct sbx_executor *executor, const struct as_sandbox *s
 			      "the probe in pod %s failed with exit code %d: %.200s",
 			      sandbox->pod, code, capture.err);
 	as_capture_clear(&capture);
-	return code == SETUP_OK ? 0 : code == SETUP_REACHABLE ? 1 : -1;
+	if (code == SETUP_OK)
+		return 0;
+	return code == SETUP_REACHABLE ? 1 : -1;
 }
 
 int as_pod_setup(struct sbx_executor *executor, const struct as_sandbox *sandbox,

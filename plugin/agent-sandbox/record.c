@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* What the journal records of a sandbox: every object's name as soon as sbx asks for it. */
+/* What the journal records of a sandbox: every object's name before sbx requests it. */
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>

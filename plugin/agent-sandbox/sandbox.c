@@ -246,7 +246,7 @@ static struct json_object *sandbox_body(struct sbx_executor *executor,
 	return body;
 }
 
-/* After a create whose answer was lost, the retry gets 409: the object is ours when it
+/* After a create whose response was lost, the retry gets 409: the object is ours when it
  * carries our id label. */
 static int adopt_existing(struct sbx_executor *executor, const char *path, const char *id,
 			  struct json_object **result, struct sbx_error *error)
@@ -321,7 +321,7 @@ int as_sandbox_create(struct sbx_executor *executor, struct as_sandbox *sandbox,
 	json_object_put(created);
 	if (sandbox->owner_uid == NULL || *resource_version == NULL)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "%s: the answer has no metadata.uid", what);
+				     "%s: the response has no metadata.uid", what);
 	return 0;
 }
 

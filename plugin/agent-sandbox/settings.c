@@ -122,15 +122,19 @@ int as_select_pool(const struct sbx_config *config, const char *image, const cha
 		   struct sbx_error *error)
 {
 	const struct sbx_agent_sandbox_config *settings = &config->agent_sandbox;
-	const struct sbx_warm_pool_entry *best = NULL;
+	const struct sbx_warm_pool_entry *best = NULL, *every = NULL;
 	size_t best_length = 0;
 	const char *name = image != NULL ? image : "";
 
-	/* An exact name wins, then the longest prefix; "*" matches every job last. */
+	/* An exact name wins, then the longest prefix, then allowed_images, then "*". */
 	for (size_t i = 0; i < settings->warm_pool_count; i++) {
 		const struct sbx_warm_pool_entry *entry = &settings->warm_pools[i];
 		size_t length = strlen(entry->pattern);
 
+		if (strcmp(entry->pattern, "*") == 0) {
+			every = entry;
+			continue;
+		}
 		if (!as_image_pattern_match(entry->pattern, name))
 			continue;
 		if (entry->pattern[length - 1] != '*') {
@@ -153,6 +157,10 @@ int as_select_pool(const struct sbx_config *config, const char *image, const cha
 				return 0;
 			}
 		}
+	}
+	if (every != NULL) {
+		*pool = every->pool;
+		return 0;
 	}
 	if (image == NULL)
 		return sbx_error_set(error, SBX_ERROR_BUILD,

@@ -27,6 +27,7 @@ SBX = os.path.join(os.path.abspath(BUILD), "sbx") if BUILD else ""
 ALLOWED_HOST = ("allowed", "10.250.7.2", "10.250.7.1")
 DENIED_HOST = ("denied", "10.250.7.6", "10.250.7.5")
 CLAIMS = EXTENSIONS_API % (NS, "sandboxclaims")
+SANDBOXES = "/apis/agents.x-k8s.io/v1beta1/namespaces/%s/sandboxes" % NS
 POLICIES = "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies" % NS
 PDBS = "/apis/policy/v1/namespaces/%s/poddisruptionbudgets" % NS
 PODS = "/api/v1/namespaces/%s/pods" % NS
@@ -328,6 +329,43 @@ class AgentSandboxJobTest(ClusterTestCase):
         self.assertEqual(cleanup.returncode, 0, cleanup.output.decode(errors="replace"))
         self.wait_all_gone(sandbox_id)
         attempt.remove_temp_dir()
+
+    def test_direct_sandbox_runs_job_image(self):
+        extra = ("  allowed_images: [\"direct/*\"]\n"
+                 "  pod_template:\n"
+                 "    spec:\n"
+                 "      containers:\n"
+                 "        - name: job\n"
+                 "          command: [sh, -c, %s]\n"
+                 "          readinessProbe:\n"
+                 "            exec: {command: [test, -e, /tmp/.pod-ready]}\n"
+                 "            periodSeconds: 1\n" % json.dumps(POD_COMMAND))
+        config = self.write_config(extra)
+        attempt = self.runner(config).new_attempt(self.job(image="direct/app:1"))
+        attempt.config()
+        prepare = attempt.prepare()
+        sandbox_id = self.sandbox_id(attempt)
+        self.assertIn(b"(direct Sandbox)", bytes(prepare.output))
+        sandbox = self.cluster.must("GET", "%s/%s" % (SANDBOXES, sandbox_id))
+        pod_spec = sandbox["spec"]["podTemplate"]["spec"]
+        self.assertEqual(pod_spec["containers"][0]["image"], "direct/app:1")
+        self.assertIs(pod_spec["automountServiceAccountToken"], False)
+        self.assertEqual(sandbox["spec"]["shutdownPolicy"], "Delete")
+        self.assertEqual(sandbox["metadata"]["labels"]["sbx.dev/job"], str(attempt.job.id))
+        command, expected = marker("direct")
+        attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        record = attempt.run_stage("build_script", commands=[command])
+        self.assertIsNone(record.error, record.output.decode(errors="replace"))
+        self.assertIn(expected, bytes(record.stdout))
+        cleanup = attempt.cleanup()
+        self.assertEqual(cleanup.returncode, 0, cleanup.output.decode(errors="replace"))
+        attempt.remove_temp_dir()
+        self.cluster.wait_for(
+            lambda: all(self.cluster.api("GET", "%s/%s" % (path, name))[0] == 404
+                        for path, name in ((SANDBOXES, sandbox_id),
+                                           (POLICIES, sandbox_id + "-egress"),
+                                           (PDBS, sandbox_id + "-pdb"))),
+            20, message="the direct Sandbox's objects to be deleted")
 
     def test_api_errors_during_prepare_are_retried(self):
         config = self.write_config()

@@ -107,7 +107,7 @@ struct json_object *as_string_map_json(const struct sbx_string_map *map);
 struct json_object *as_owner_reference(const struct as_sandbox *sandbox);
 /* Formats Unix time as RFC 3339 UTC with seconds. */
 void as_format_time(int64_t when, char *buf, size_t size);
-/* Fails with a message naming WHAT and the API's answer; a 403 names the missing verb. */
+/* Fails with a message naming WHAT and the API's response; a 403 names the missing verb. */
 int as_api_error(struct sbx_error *error, const struct k8s_status *status, const char *what);
 
 /* settings.c */

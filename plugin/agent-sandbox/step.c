@@ -181,7 +181,7 @@ static int valid_name(const char *name, size_t length)
 }
 
 /* The file the step's shell runs: the environment, the working directory, then the script
- * or the argv. It holds job variables, so it goes to stdin and a 0600 file, never argv. */
+ * or the argv. It contains job variables, so it goes to stdin and a 0600 file, never argv. */
 static int build_payload(struct step *step, struct sbx_error *error)
 {
 	const struct sbx_exec_spec *spec = step->spec;
@@ -363,7 +363,7 @@ static void stop_step(struct step *step, const char *why)
 	    verdict.kind != VERDICT_STOPPED)
 		sbx_warning("cannot stop step %s in pod %s: %s; cleanup removes the sandbox",
 			    step->name, step->sandbox.pod,
-			    stop_error.message[0] != '\0' ? stop_error.message : "no answer");
+			    stop_error.message[0] != '\0' ? stop_error.message : "no response");
 }
 
 static int cancel_fired(int cancel_fd)

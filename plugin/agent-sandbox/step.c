@@ -7,7 +7,7 @@
  * takes the recorded status. A step whose status cannot be had is a system failure.
  *
  * The wrapper and the script travel on the exec's stdin (counted, so both v4 and v5 streams
- * work), never on argv: argv becomes the exec URL, which must stay short, and the script holds
+ * work), never on argv: argv becomes the exec URL, which must stay short, and the script contains
  * job variables. The wrapper below talks to sbx on stderr in lines "sbx-step: ..."; the step's own
  * stdout and stderr both reach the job log through the follower's stdout.
  */

@@ -25,6 +25,9 @@ log = logging.getLogger("fake-apiserver.http")
 JSON = "application/json"
 BOOKMARK_INTERVAL = 5.0
 REQUEST_LOG_LIMIT = 2000
+# The body of GET /_fake/blob is this chunk written again and again, so a body of any size
+# costs the server one chunk of memory. 128 KiB is also the size of the exec's stdout reads.
+BLOB_CHUNK = bytes(128 * 1024)
 
 
 def _bool_param(value):
@@ -926,7 +929,27 @@ class ApiServer:
                 "resourceVersion": str(self.store.rv),
                 "expiredBefore": str(self.store.expired_before),
                 "network": self.kubelet.network_info() if self.kubelet else None})
+        if path == "/_fake/blob" and request.method == "GET":
+            return await self.blob(request)
         raise errors.ApiError(404, "NotFound", "unknown test endpoint %s" % path)
+
+    async def blob(self, request):
+        """Stream `size` zero bytes (default 1 GiB) with a Content-Length: a bulk transfer
+        over this server's TLS without pods or WebSocket framing, as a throughput baseline."""
+        text = request.query.get("size", str(1 << 30))
+        if not text.isdigit():
+            raise errors.bad_request('size "%s" is invalid; use a number of bytes' % text)
+        left = int(text)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = left
+        await response.prepare(request)
+        chunk = memoryview(BLOB_CHUNK)
+        while left > 0:
+            part = chunk[:min(left, len(chunk))]
+            await response.write(part)
+            left -= len(part)
+        await response.write_eof()
+        return response
 
     def apply_faults(self, items, replace=False):
         for fault in items:

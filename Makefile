@@ -211,7 +211,7 @@ demo: deps
 	@tests/demo/run-demo.sh $(BUILD)
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/tools/k8s_client_tool
 	@tests/bench/run-bench.sh $(BUILD)
 
 # The installed paths are compiled in (SBX_SYSCONFDIR, SBX_PLUGIN_DIR), so `make` followed by

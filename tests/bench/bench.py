@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Measures sbx against baselines run on the same machine in the same run, and writes the report.
 
-Three benchmarks, each interleaving the candidate with its baseline so that drift on a shared,
-noisy machine hits both alike:
+Three benchmarks of the local backend, each interleaving the candidate with its baseline so
+that drift on a shared, noisy machine hits both alike:
 
 1. `sbx exec -- /bin/true` against `bwrap --unshare-all --die-with-parent --ro-bind / /
    /bin/true`: wall time per run.
@@ -17,7 +17,10 @@ Benchmarks 1 and 2 run twice: once with an idle pause before every run, as CI st
 one-off commands arrive, and once back to back. The pause matters: moving a process into a
 cgroup waits for an RCU grace period unless another move happened moments before.
 
-Usage: bench.py [--quick] [--download-mib N] BUILD_DIR WORK_DIR REPORT
+The Kubernetes client's benchmarks are in bench_k8s.py and fill the report's last section.
+--only local or --only k8s runs one part and keeps the other part of the existing report.
+
+Usage: bench.py [--quick] [--download-mib N] [--only all|local|k8s] BUILD_DIR WORK_DIR REPORT
 (WORK_DIR is an empty directory that run-bench.sh removes; REPORT is the Markdown file to write)
 """
 
@@ -37,8 +40,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness.gitlab_runner import bash_script  # noqa: E402
 
 import machine  # noqa: E402
+from benchutil import (BenchError, Measurer, command_line, interleaved,  # noqa: E402
+                       pair_ratio_text, say, wall_ms)
 import stats  # noqa: E402
 from testhost import BLOB_PORT, TestHost, TestHostError  # noqa: E402
+from bench_k8s import SECTION_TITLE, K8sBench  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -62,81 +68,6 @@ REPEAT = {
     "download_rounds": (9, 3),
     "probe": (10, 4),
 }
-
-
-def say(text):
-    sys.stderr.write("[bench] %s\n" % text)
-    sys.stderr.flush()
-
-
-class BenchError(Exception):
-    pass
-
-
-def command_line(argv):
-    return " ".join(arg if re.fullmatch(r"[A-Za-z0-9_./:=@%+,$-]+", arg)
-                    else "'" + arg.replace("'", "'\\''") + "'" for arg in argv)
-
-
-def pair_ratio_text(candidate, baseline):
-    ratios = [a / b for a, b in zip(candidate, baseline)]
-    return "median %.2fx, p25-p75 %.2fx-%.2fx" % (
-        stats.median(ratios), stats.quantile(ratios, 0.25), stats.quantile(ratios, 0.75))
-
-
-# ---------------------------------------------------------------------------------------------
-# Running and measuring commands
-
-class Measurer:
-    """Runs commands through the `measure` helper, which times fork to wait4 in C."""
-
-    def __init__(self, measure_path):
-        self.measure_path = measure_path
-
-    def run(self, argv, env=None, peak_rss=False, stdout_path=None, expect_status=0):
-        command = [self.measure_path]
-        if peak_rss:
-            command.append("--peak-rss")
-        if stdout_path is not None:
-            command += ["--stdout", stdout_path]
-        command += ["--"] + list(argv)
-        result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        stderr = result.stderr.decode(errors="replace")
-        if result.returncode != 0:
-            raise BenchError("measure %s failed (exit %d): %s"
-                             % (command_line(argv), result.returncode, stderr.strip()))
-        fields = dict(item.split("=", 1) for item in result.stdout.decode().split())
-        values = {key: int(value) for key, value in fields.items()}
-        if expect_status is not None and values["status"] != expect_status:
-            raise BenchError("%s exited with status %d, expected %d; its stderr:\n%s"
-                             % (command_line(argv), values["status"], expect_status,
-                                stderr.strip()))
-        values["stderr"] = stderr
-        return values
-
-
-def interleaved(count, first, second, gap=0.0):
-    """Run FIRST and SECOND COUNT times each, alternating which goes first in each pair, and
-    sleeping GAP seconds before every run."""
-    def one(function):
-        if gap:
-            time.sleep(gap)
-        return function()
-
-    results_first, results_second = [], []
-    for i in range(count):
-        if i % 2 == 0:
-            results_first.append(one(first))
-            results_second.append(one(second))
-        else:
-            results_second.append(one(second))
-            results_first.append(one(first))
-    return results_first, results_second
-
-
-def wall_ms(runs):
-    return [r["wall_ns"] / 1e6 for r in runs]
 
 
 def logged_ms(runs, pattern):
@@ -609,7 +540,8 @@ class Bench:
 
     # -- the report --------------------------------------------------------------------------
 
-    def report(self, path, started, finished, config_text, failures):
+    def report(self, started, finished, config_text, failures):
+        """Return the page down to the Kubernetes section, which bench_k8s.py writes."""
         facts = machine.facts(self.build, os.path.dirname(os.path.abspath(__file__)))
         out = [
             "# sbx benchmarks",
@@ -641,6 +573,9 @@ class Bench:
             "",
             "## Summary",
             "",
+            "The local backend's targets; the Kubernetes section at the end has its own "
+            "summary, because `BENCH_ONLY=k8s` reruns that section alone.",
+            "",
             "| what | measured | target | |",
             "|---|---|---|---|",
         ]
@@ -650,36 +585,41 @@ class Bench:
                        % (name, message.splitlines()[0].replace("|", "\\|")))
         out.append("")
         out += self.sections
-        out += [
-            "## Kubernetes (agent-sandbox backend)",
-            "",
-            "Not measured yet.",
-            "",
-        ]
-        temporary = path + ".tmp"
-        with open(temporary, "w") as f:
-            f.write("\n".join(out))
-        os.replace(temporary, path)
+        return "\n".join(out)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Run the sbx benchmarks.")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--download-mib", type=int, default=256,
-                        help="size of the download in MiB (default 256)")
-    parser.add_argument("build")
-    parser.add_argument("work_dir")
-    parser.add_argument("report")
-    options = parser.parse_args()
+def split_page(path):
+    """Return the page at PATH as (the part before the Kubernetes section, that section), with
+    empty strings for what it lacks."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return "", ""
+    marker = "\n" + SECTION_TITLE + "\n"
+    if marker not in text:
+        return text, ""
+    head, tail = text.split(marker, 1)
+    return head + "\n", SECTION_TITLE + "\n" + tail
 
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt("signal %d" % signum)
 
-    signal.signal(signal.SIGTERM, interrupted)
+def write_page(path, text):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, path)
 
-    bench = Bench(os.path.abspath(options.build), os.path.abspath(options.work_dir),
-                  options.quick)
-    started = datetime.datetime.now(datetime.timezone.utc)
+
+def commit_text(source_dir):
+    commit = machine.first_line(["git", "-C", source_dir, "rev-parse", "--short=12", "HEAD"])
+    dirty = subprocess.run(["git", "-C", source_dir, "status", "--porcelain",
+                            "--untracked-files=no"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    return "commit %s%s" % (commit, " with uncommitted changes" if dirty else "")
+
+
+def run_local(bench, options):
+    """Run the local backend's benchmarks; returns (config text, failures)."""
     failures = []
     bench.host = TestHost(bench.work_dir)
     config_text = bench.write_config("%s/32:%d" % (bench.host.server_address, BLOB_PORT))
@@ -705,12 +645,62 @@ def main():
     except OSError as error:
         say("the host probes failed: %s" % error)
         failures.append(("host probes", str(error)))
-    finished = datetime.datetime.now(datetime.timezone.utc)
-    bench.report(options.report, started, finished, config_text, failures)
+    return config_text, failures
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Run the sbx benchmarks.")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--download-mib", type=int, default=256,
+                        help="size of the download in MiB (default 256)")
+    parser.add_argument("--only", choices=("all", "local", "k8s"), default="all",
+                        help="run only the local backend's or only the Kubernetes "
+                             "benchmarks and keep the other part of the report (default all)")
+    parser.add_argument("build")
+    parser.add_argument("work_dir")
+    parser.add_argument("report")
+    options = parser.parse_args()
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+    bench = Bench(os.path.abspath(options.build), os.path.abspath(options.work_dir),
+                  options.quick)
+    source_dir = os.path.dirname(os.path.abspath(__file__))
+    old_head, old_k8s = split_page(options.report)
+    failures = []
+    verdicts = []
+
+    head = old_head
+    if options.only in ("all", "local"):
+        started = datetime.datetime.now(datetime.timezone.utc)
+        config_text, local_failures = run_local(bench, options)
+        failures += local_failures
+        head = bench.report(started, datetime.datetime.now(datetime.timezone.utc),
+                            config_text, local_failures)
+        verdicts += bench.verdicts
+
+    k8s_text = old_k8s or SECTION_TITLE + "\n\nNot measured yet.\n"
+    if options.only in ("all", "k8s"):
+        started = datetime.datetime.now(datetime.timezone.utc)
+        k8s = K8sBench(bench.build, bench.work_dir, bench.measure, options.quick)
+        k8s_failures = k8s.run()
+        failures += k8s_failures
+        k8s_text = k8s.section(started, datetime.datetime.now(datetime.timezone.utc),
+                               commit_text(source_dir), k8s_failures)
+        verdicts += k8s.verdicts
+    if not head:
+        head = "# sbx benchmarks\n\nThe local backend's benchmarks have not run yet.\n\n"
+
+    write_page(options.report, head.rstrip("\n") + "\n\n" + k8s_text.rstrip("\n") + "\n")
     say("wrote %s" % options.report)
-    for verdict in bench.verdicts:
+    for verdict in verdicts:
         say("%s: %s (target %s) %s" % (verdict[0], verdict[1], verdict[2],
                                        verdict[3].replace("*", "")))
+    for name, message in failures:
+        say("%s: not measured: %s" % (name, message.splitlines()[0]))
     return 1 if failures else 0
 
 

@@ -6,10 +6,11 @@
  *
  * Prints one line to stdout after CMD has exited:
  *
- *   wall_ns=N status=S cpu_us=C tree_maxrss_kib=K [hwm_kib=H rss_kib=R]
+ *   wall_ns=N start_ns=T status=S cpu_us=C tree_maxrss_kib=K [hwm_kib=H rss_kib=R]
  *
  * wall_ns is the monotonic time from just before fork() to the return of wait4(), so it covers
- * process creation, exec, the command and the reaping of its exit status. status is the exit
+ * process creation, exec, the command and the reaping of its exit status. start_ns is the
+ * CLOCK_MONOTONIC time of that fork(), for lining up timestamps that CMD records itself. status is the exit
  * status, or 128 + N when signal N ended CMD. cpu_us is the user plus system CPU time of CMD and
  * of its waited-for descendants. tree_maxrss_kib is wait4()'s ru_maxrss: the
  * largest peak resident set of CMD and of every descendant that was waited for, because Linux
@@ -225,8 +226,8 @@ int main(int argc, char **argv)
 	ended = monotonic_ns();
 
 	exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	printf("wall_ns=%lld status=%d cpu_us=%lld tree_maxrss_kib=%ld", ended - started,
-	       exit_status, timeval_us(&usage.ru_utime) + timeval_us(&usage.ru_stime),
+	printf("wall_ns=%lld start_ns=%lld status=%d cpu_us=%lld tree_maxrss_kib=%ld",
+	       ended - started, started, exit_status, timeval_us(&usage.ru_utime) + timeval_us(&usage.ru_stime),
 	       usage.ru_maxrss);
 	if (options.peak_rss)
 		printf(" hwm_kib=%ld rss_kib=%ld", hwm_kib, rss_kib);

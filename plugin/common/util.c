@@ -304,10 +304,10 @@ int sbx_parse_size(const char *text, uint64_t *bytes)
 	}
 	if (*end != '\0') {
 		end++;
-		/* Accept "512M", "512MB" and "512MiB". */
-		if (*end == 'i')
+		/* "512M", "512MB", "512Mi" and "512MiB" in any case: every suffix is binary. */
+		if (*end == 'i' || *end == 'I')
 			end++;
-		if (*end == 'B')
+		if (*end == 'B' || *end == 'b')
 			end++;
 		if (*end != '\0')
 			return -1;

@@ -45,7 +45,11 @@ int sbx_random_hex(char *buf, size_t bytes);
 int64_t sbx_now(void);
 int64_t sbx_monotonic_ms(void);
 
-/* Parses a size such as "512M", "4G", "1048576" into bytes. Returns 0 or -1. */
+/*
+ * Parses a size such as "1048576", "512M", "4G", "4gb" or "4GiB" into bytes: a whole number
+ * with an optional K, M, G or T suffix (powers of 1024), optionally followed by i, B or iB, all
+ * in either case. Returns 0 or -1.
+ */
 int sbx_parse_size(const char *text, uint64_t *bytes);
 /* Parses a non-negative decimal integer that fits in int64_t. Returns 0 or -1. */
 int sbx_parse_int64(const char *text, int64_t *value);

@@ -35,7 +35,8 @@
 /* The job's user namespace maps ids 0..65535. */
 #define JOB_ID_RANGE 65536
 
-#define DOCS_HINT "See docs/config.md"
+/* The man page, because the docs directory is not on every host that runs sbx. */
+#define DOCS_HINT "See sbx-config(5)"
 
 #define FIELD(type, member) .offset = offsetof(type, member), .size = sizeof(((type *) 0)->member)
 #define LOCAL(member) FIELD(struct sbx_local_config, member)
@@ -473,7 +474,7 @@ static int parse_section(struct config_parser *parser, const yaml_node_t *mappin
 		if (prefix[0] == '\0')
 			return config_fail(parser, mapping, NULL, "expected a mapping of keys such "
 					   "as \"backend: local\", got %s; see "
-					   "config-examples/config.yaml",
+					   "sbx-config(5)",
 					   config_node_type_name(mapping));
 		return config_fail(parser, mapping, prefix, "expected a mapping of keys, got %s; "
 				   "indent its keys below \"%s:\"", config_node_type_name(mapping),
@@ -518,8 +519,8 @@ static int read_config_file(const char *path, char **data, size_t *length,
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0 && errno == ENOENT)
 		return sbx_error_set(error, SBX_ERROR_INVALID, "config %s: file not found; create "
-				     "it (config-examples/config.yaml is a starting point) or "
-				     "name another file with --config or $SBX_CONFIG", path);
+				     "it (see sbx-config(5)) or name another file with --config "
+				     "or $SBX_CONFIG", path);
 	if (fd < 0)
 		return sbx_error_errno(error, errno, "config %s: cannot open", path);
 	if (fstat(fd, &st) < 0)

@@ -280,9 +280,10 @@ struct invalid_case {
 
 static const struct invalid_case invalid_cases[] = {
 	{ "local:\n  memroy_max: 4G\n", 2, "unknown key \"local.memroy_max\"",
-	  "did you mean \"memory_max\"? See docs/config.md" },
+	  "did you mean \"memory_max\"? See sbx-config(5)" },
 	{ "bakend: local\n", 1, "unknown key \"bakend\"", "did you mean \"backend\"?" },
-	{ "frobnicate: 1\n", 1, "unknown key \"frobnicate\"", "remove it" },
+	{ "frobnicate: 1\n", 1, "unknown key \"frobnicate\"", "remove it. See sbx-config(5)" },
+	{ "- backend\n", 1, "expected a mapping", "see sbx-config(5)" },
 	{ "memory_max: 4G\n", 1, "unknown key \"memory_max\"", "Move it under \"local:\"" },
 	{ "local:\n  log_level: info\n", 2, "unknown key \"local.log_level\"",
 	  "top-level key, move it out of \"local:\"" },
@@ -411,6 +412,8 @@ START_TEST(missing_file_names_path)
 	ck_assert_ptr_null(config);
 	ck_assert_ptr_nonnull(strstr(error.message, path));
 	ck_assert_ptr_nonnull(strstr(error.message, "not found"));
+	/* The man page, not a source-tree path that packages do not install. */
+	ck_assert_ptr_nonnull(strstr(error.message, "see sbx-config(5)"));
 	free(path);
 }
 END_TEST

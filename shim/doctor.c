@@ -15,6 +15,11 @@ static const char doctor_usage[] =
 	"prints one line per check (ok, warning or FAILED) with what to fix. Exits 0 when no\n"
 	"check failed, 1 otherwise.\n";
 
+/* Fixes for errors whose message names none. */
+#define CONFIG_FIX "correct the file (see sbx-config(5)) or name another with --config"
+#define PLUGIN_FIX "install the plugin of the configured backend or set plugin_dir"
+#define BACKEND_FIX "run sbx doctor --debug for details"
+
 struct doctor_state {
 	int failed;
 };
@@ -33,6 +38,33 @@ static void print_check(struct doctor_state *state, enum sbx_check_status status
 	printf("%-8s %s: %s\n", label, name != NULL ? name : "?", detail != NULL ? detail : "");
 	if (fix != NULL && fix[0] != '\0')
 		printf("  fix: %s\n", fix);
+}
+
+/*
+ * Prints a failed step of doctor's own (config, plugin, backend) from an sbx error message,
+ * which reads "what failed; what to do": the part after the first "; " outside double quotes
+ * goes to the fix line. A message without one gets FALLBACK_FIX.
+ */
+static void print_error_check(struct doctor_state *state, const char *name, const char *message,
+			      const char *fallback_fix)
+{
+	char detail[SBX_ERROR_MESSAGE_MAX];
+	const char *fix = fallback_fix;
+	int quoted = 0;
+	size_t i;
+
+	snprintf(detail, sizeof(detail), "%s", message);
+	for (i = 0; detail[i] != '\0'; i++) {
+		if (detail[i] == '"') {
+			quoted = !quoted;
+		} else if (!quoted && detail[i] == ';' && detail[i + 1] == ' ' &&
+			   detail[i + 2] != '\0') {
+			detail[i] = '\0';
+			fix = message + i + 2;
+			break;
+		}
+	}
+	print_check(state, SBX_CHECK_FAILED, name, detail, fix);
 }
 
 static void on_check(void *userdata, enum sbx_check_status status, const char *name,
@@ -59,10 +91,10 @@ int sbx_command_doctor(const struct sbx_cli *cli, int argc, char **argv)
 
 	sbx_error_clear(&error);
 	if (sbx_shim_load_config(cli, &config, &error) < 0) {
-		print_check(&state, SBX_CHECK_FAILED, "config", error.message, NULL);
+		print_error_check(&state, "config", error.message, CONFIG_FIX);
 		/* Go on with the built-in defaults, so the plugin is checked as well. */
 		if (sbx_config_load(NULL, &config, &error) < 0) {
-			print_check(&state, SBX_CHECK_FAILED, "config", error.message, NULL);
+			print_error_check(&state, "config", error.message, CONFIG_FIX);
 			goto out;
 		}
 	} else {
@@ -71,7 +103,7 @@ int sbx_command_doctor(const struct sbx_cli *cli, int argc, char **argv)
 	}
 
 	if (sbx_plugin_load(cli, config, &plugin, &error) < 0) {
-		print_check(&state, SBX_CHECK_FAILED, "plugin", error.message, NULL);
+		print_error_check(&state, "plugin", error.message, PLUGIN_FIX);
 		goto out;
 	}
 	snprintf(detail, sizeof(detail), "%s (backend %s %s, ABI version %u)", plugin.path,
@@ -81,12 +113,12 @@ int sbx_command_doctor(const struct sbx_cli *cli, int argc, char **argv)
 	print_check(&state, SBX_CHECK_OK, "plugin", detail, NULL);
 
 	if (sbx_plugin_open(&plugin, &executor, &error) < 0) {
-		print_check(&state, SBX_CHECK_FAILED, "backend", error.message, NULL);
+		print_error_check(&state, "backend", error.message, BACKEND_FIX);
 		goto out;
 	}
 	fflush(stdout);
 	if (plugin.ops->check(executor, on_check, &state, &error) < 0 && !state.failed)
-		print_check(&state, SBX_CHECK_FAILED, "backend", error.message, NULL);
+		print_error_check(&state, "backend", error.message, BACKEND_FIX);
 out:
 	if (executor != NULL)
 		plugin.ops->close(executor);

@@ -722,13 +722,34 @@ class DoctorCommandTest(ShimTestCase):
     def test_doctor_missing_plugin(self):
         result = self.sbx("doctor", env={"SBX_PLUGIN_DIR": self.tmp})
         self.assertEqual(result.returncode, 1)
-        self.assertRegex(result.stdout.decode(), r"(?m)^FAILED   plugin: plugin .* not found")
+        # The fix goes on its own line, as for the backend's checks.
+        self.assertRegex(result.stdout.decode(),
+                         r"(?m)^FAILED   plugin: plugin .* not found\n  fix: check "
+                         r"SBX_PLUGIN_DIR")
 
     def test_doctor_bad_config(self):
         self.write_config("shell: fish\n")
         result = self.sbx("doctor")
         self.assertEqual(result.returncode, 1)
-        self.assertRegex(result.stdout.decode(), r"(?m)^FAILED   config: .*shell")
+        self.assertRegex(result.stdout.decode(),
+                         r"(?m)^FAILED   config: .*key \"shell\": unknown value \"fish\"\n"
+                         r"  fix: use bash or sh\n")
+
+    def test_doctor_fix_split_outside_quotes(self):
+        # "; " inside a quoted key name is part of the value, not the start of the fix.
+        self.write_config('"a; b": 1\n')
+        result = self.sbx("doctor")
+        self.assertEqual(result.returncode, 1)
+        self.assertRegex(result.stdout.decode(),
+                         r'(?m)^FAILED   config: .*unknown key "a; b"\n  fix: remove it\. '
+                         r'See sbx-config\(5\)')
+
+    def test_doctor_missing_config_file(self):
+        missing = os.path.join(self.tmp, "missing.yaml")
+        result = self.sbx("doctor", env={"SBX_CONFIG": missing})
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("FAILED   config: config %s: file not found\n  fix: create it (see "
+                      "sbx-config(5))" % missing, result.stdout.decode())
 
 
 class HelpTest(ShimTestCase):

@@ -227,6 +227,23 @@ static int run_command(const struct sbx_plugin *plugin, const char *id,
 	return status;
 }
 
+/*
+ * Logs why COMMAND has no exit status. A build error means the command ran and then failed
+ * without one (e.g. it timed out). Plugin messages usually name the sandbox already, so the
+ * id is added only when ERROR's message lacks it.
+ */
+static void log_run_error(const char *command, const char *id, const struct sbx_error *error)
+{
+	if (error->error_class == SBX_ERROR_BUILD && strstr(error->message, id) != NULL)
+		sbx_error_log("%s failed: %s", command, error->message);
+	else if (error->error_class == SBX_ERROR_BUILD)
+		sbx_error_log("%s failed in sandbox %s: %s", command, id, error->message);
+	else if (strstr(error->message, id) != NULL)
+		sbx_error_log("cannot run %s: %s", command, error->message);
+	else
+		sbx_error_log("cannot run %s in sandbox %s: %s", command, id, error->message);
+}
+
 static int exec_in_sandbox(const struct sbx_cli *cli, struct exec_options *options)
 {
 	struct sbx_config *config = NULL;
@@ -269,8 +286,7 @@ static int exec_in_sandbox(const struct sbx_cli *cli, struct exec_options *optio
 				      sbx_signal_name(sbx_signals_received()), id);
 			status = 128 + sbx_signals_received();
 		} else {
-			sbx_error_log("cannot run %s in sandbox %s: %s", options->command[0], id,
-				      error.message);
+			log_run_error(options->command[0], id, &error);
 		}
 	} else if (exit_status < 0 || exit_status > 255) {
 		sbx_error_log("the plugin reported the invalid exit status %d", exit_status);

@@ -644,6 +644,26 @@ class ExecCommandTest(ShimTestCase):
         self.assertEqual(len(self.calls_starting("destroy ")), 1)
         self.assertEqual(os.listdir(os.path.join(self.fake_dir, "sandboxes")), [])
 
+    def test_exec_timeout_names_sandbox_once(self):
+        self.write_config("log_level: warning\n")
+        result = self.sbx("exec", "--timeout", "1", "--", "sleep", "30")
+        self.assertEqual(result.returncode, 125)
+        sandbox_id = self.calls_starting("prepare ")[0].split()[1]
+        self.assert_one_line(result.stderr, "sleep failed", "timed out after 1 s")
+        self.assertEqual(result.stderr.decode().count(sandbox_id), 1, result.stderr.decode())
+        self.assertEqual(len(self.calls_starting("exec-timeout ")), 1)
+        self.assertEqual(self.calls_starting("destroy "), ["destroy %s" % sandbox_id])
+
+    def test_exec_plugin_error_names_sandbox(self):
+        self.write_config("log_level: warning\n")
+        result = self.sbx("exec", "--", "true", env={"SBX_FAKE_EXEC_FAIL": "2"})
+        self.assertEqual(result.returncode, 125)
+        sandbox_id = self.calls_starting("prepare ")[0].split()[1]
+        # The fake's message names the sandbox, so sbx does not name it again.
+        self.assert_one_line(result.stderr, "cannot run true: fake exec failure in %s"
+                             % sandbox_id)
+        self.assertEqual(result.stderr.decode().count(sandbox_id), 1, result.stderr.decode())
+
     def test_exec_help(self):
         result = self.sbx("exec", "--help")
         self.assertEqual(result.returncode, 0)

@@ -399,7 +399,9 @@ static int fake_exec(struct sbx_executor *executor, const struct sbx_exec_spec *
 			if (pidfd >= 0)
 				close(pidfd);
 			record(executor, "exec-timeout %s", spec->id);
-			return fail(error, SBX_ERROR_SYSTEM, "step timed out after %lld s",
+			/* The local backend's class and wording: the message names the sandbox. */
+			return fail(error, SBX_ERROR_BUILD,
+				    "the step in sandbox %s timed out after %lld s", spec->id,
 				    (long long) spec->timeout_seconds);
 		}
 		if (spec->cancel_fd >= 0 && fds[1].revents != 0) {

@@ -251,6 +251,30 @@ static int describe_entry(void *userdata, const struct sbx_sandbox_info *info)
 	return 1;
 }
 
+/*
+ * Succeeds when the plugin lists sandbox CALL->id, and fails with SBX_ERROR_NOT_FOUND when it
+ * does not. destroy() succeeds for an id it never knew, so this is how cleanup tells a
+ * sandbox it destroyed from one that was never prepared or is already gone.
+ */
+static int lookup_in_child(void *userdata, struct sbx_error *error)
+{
+	const struct destroy_call *call = userdata;
+	struct sbx_executor *executor = NULL;
+	struct describe_state state = { .id = call->id };
+	int status;
+
+	if (sbx_plugin_open(call->plugin, &executor, error) < 0)
+		return -1;
+	status = call->plugin->ops->list(executor, describe_entry, &state, error);
+	call->plugin->ops->close(executor);
+	if (status < 0)
+		return -1;
+	if (!state.found)
+		return sbx_error_set(error, SBX_ERROR_NOT_FOUND, "sandbox %s is not in the journal",
+				     call->id);
+	return 0;
+}
+
 /* Prints the deadline of the new sandbox, after which `sbx gc` may reclaim it. */
 static void print_sandbox_details(const struct sbx_plugin *plugin, const char *id)
 {
@@ -502,7 +526,8 @@ static int gitlab_cleanup(const struct sbx_cli *cli, const struct gitlab_codes *
 	struct destroy_call call = { .plugin = &plugin };
 	struct sbx_error error;
 	const char *id = NULL;
-	int64_t started;
+	int64_t started, budget_ms;
+	int listed = 0; /* 1: listed, 0: not listed, -1: the lookup failed */
 	int status = codes->system_failure;
 
 	sbx_error_clear(&error);
@@ -525,15 +550,36 @@ static int gitlab_cleanup(const struct sbx_cli *cli, const struct gitlab_codes *
 
 	call.id = id;
 	started = sbx_monotonic_ms();
-	if (sbx_run_in_child(destroy_in_child, &call, sbx_signals_cancel_fd(),
-			     config->cleanup_timeout > 0 ? config->cleanup_timeout * 1000 : -1,
+	budget_ms = config->cleanup_timeout > 0 ? config->cleanup_timeout * 1000 : -1;
+	/* Whether the sandbox exists only changes the message: destroy runs either way, and a
+	 * failed lookup is no reason to skip it. */
+	if (sbx_run_in_child(lookup_in_child, &call, sbx_signals_cancel_fd(), budget_ms, "lookup",
+			     &error) == 0) {
+		listed = 1;
+	} else if (error.error_class != SBX_ERROR_NOT_FOUND) {
+		sbx_debug("cannot tell whether sandbox %s exists: %s", id, error.message);
+		listed = -1;
+	}
+	sbx_error_clear(&error);
+	if (budget_ms >= 0) {
+		budget_ms -= sbx_monotonic_ms() - started;
+		if (budget_ms < 0)
+			budget_ms = 0;
+	}
+	if (sbx_run_in_child(destroy_in_child, &call, sbx_signals_cancel_fd(), budget_ms,
 			     "destroy", &error) < 0) {
 		sbx_error_log("cannot destroy sandbox %s: %s; `sbx gc` destroys it after its "
 			      "deadline",
 			      id, error.message);
 		goto out;
 	}
-	printf("Destroyed sandbox %s in %lld ms\n", id, (long long) (sbx_monotonic_ms() - started));
+	if (listed == 0)
+		printf("Sandbox %s does not exist (never prepared, or already destroyed): nothing "
+		       "to destroy\n",
+		       id);
+	else
+		printf("Destroyed sandbox %s in %lld ms\n", id,
+		       (long long) (sbx_monotonic_ms() - started));
 	fflush(stdout);
 	status = 0;
 out:

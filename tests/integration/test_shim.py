@@ -573,11 +573,34 @@ class GitlabCleanupTest(ShimTestCase):
     def test_cleanup_destroys_and_is_idempotent(self):
         sandbox_id = self.prepare()
         self.assertTrue(os.path.exists(os.path.join(self.fake_dir, "sandboxes", sandbox_id)))
+        outputs = []
         for _ in range(2):
             result = self.gitlab("cleanup", env={"SBX_SANDBOX_ID": sandbox_id})
             self.assertEqual(result.returncode, 0, result.stderr.decode())
+            outputs.append(result.stdout.decode())
         self.assertFalse(os.path.exists(os.path.join(self.fake_dir, "sandboxes", sandbox_id)))
         self.assertEqual(self.calls_starting("destroy "), ["destroy %s" % sandbox_id] * 2)
+        self.assertRegex(outputs[0], r"^Destroyed sandbox %s in \d+ ms\n$" % sandbox_id)
+        self.assertEqual(outputs[1], "Sandbox %s does not exist (never prepared, or already "
+                                     "destroyed): nothing to destroy\n" % sandbox_id)
+
+    def test_cleanup_of_unknown_id(self):
+        result = self.gitlab("cleanup", env={"SBX_SANDBOX_ID": "j1-deadbeef"})
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.assertIn(b"nothing to destroy", result.stdout)
+        self.assertNotIn(b"Destroyed", result.stdout)
+        # The lookup only changes the message: destroy still runs, after the list.
+        calls = [line.split()[0] for line in self.calls()
+                 if line.split()[0] in ("list", "destroy")]
+        self.assertEqual(calls, ["list", "destroy"])
+
+    def test_cleanup_when_lookup_fails(self):
+        # A failed lookup is no reason to skip destroy, and cleanup reports what destroy did.
+        result = self.gitlab("cleanup", env={"SBX_SANDBOX_ID": "j1-deadbeef",
+                                             "SBX_FAKE_LIST_FAIL": "2"})
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.assertRegex(result.stdout.decode(), r"^Destroyed sandbox j1-deadbeef in \d+ ms\n$")
+        self.assertEqual(self.calls_starting("destroy "), ["destroy j1-deadbeef"])
 
     def test_cleanup_failure_names_sandbox(self):
         result = self.gitlab("cleanup", env={"SBX_SANDBOX_ID": "j4242-0badcafe",

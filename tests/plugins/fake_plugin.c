@@ -13,6 +13,7 @@
  *   SBX_FAKE_EXEC_FAIL=<class>        exec fails with that class
  *   SBX_FAKE_DESTROY_FAIL=<class>     destroy fails with that class
  *   SBX_FAKE_DESTROY_SLEEP_MS=<ms>    destroy sleeps after recording "destroy-start"
+ *   SBX_FAKE_LIST_FAIL=<class>        list fails with that class
  *   SBX_FAKE_CHECK=ok|warning|failed  what check() reports
  */
 #include <errno.h>
@@ -473,6 +474,8 @@ static int fake_list(struct sbx_executor *executor, sbx_list_fn callback, void *
 	DIR *dir;
 
 	record(executor, "list");
+	if (env_int("SBX_FAKE_LIST_FAIL", 0) != 0)
+		return fail(error, env_int("SBX_FAKE_LIST_FAIL", 0), "fake list failure");
 	snprintf(path, sizeof(path), "%s/sandboxes", executor->dir);
 	dir = opendir(path);
 	if (dir == NULL)

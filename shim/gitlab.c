@@ -349,11 +349,11 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 	spec.ci_server_url = env_nonempty("CUSTOM_ENV_CI_SERVER_URL");
 	spec.extra_allow = NULL;
 
+	/* The job log is readable by project members: host paths go to the debug log. */
+	sbx_debug("plugin %s", plugin.path);
 	section_start("Preparing the sbx sandbox");
-	printf("Using sbx %s with the %s backend %s (%s)\n", SBX_VERSION,
-	       plugin.ops->backend_name,
-	       plugin.ops->backend_version != NULL ? plugin.ops->backend_version : "",
-	       plugin.path);
+	printf("Using sbx %s with the %s backend %s\n", SBX_VERSION, plugin.ops->backend_name,
+	       plugin.ops->backend_version != NULL ? plugin.ops->backend_version : "");
 	printf("Creating sandbox %s for job %s%s%s\n", id, owner.job != NULL ? owner.job : "?",
 	       spec.image != NULL ? " with image " : "", spec.image != NULL ? spec.image : "");
 	fflush(stdout);
@@ -375,7 +375,7 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 		}
 		goto out;
 	}
-	printf("Sandbox %s is ready after %lld ms\n", id,
+	printf("Sandbox %s (%s backend) is ready after %lld ms\n", id, plugin.ops->backend_name,
 	       (long long) (sbx_monotonic_ms() - started));
 	print_sandbox_details(&plugin, id);
 	section_end();

@@ -427,13 +427,15 @@ int sbx_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	prepare.entry.state = SBX_SANDBOX_READY;
 	if (record(&prepare, NULL, NULL, error) < 0)
 		goto fail;
-	sbx_info("sandbox %s ready in %" PRId64 " ms: %s mode, job uid %u (host uid %u), init pid "
-		 "%d, root %s, builds %s, cache %s, cgroup %s, proxy 127.0.0.1:%u",
-		 spec->id, sbx_monotonic_ms() - started, sbx_ids_mode_name(prepare.ids.mode),
-		 (unsigned) prepare.ids.job_uid, (unsigned) prepare.ids.host_uid, (int) init_pid,
-		 prepare.rootfs != NULL ? prepare.rootfs : "/", prepare.builds_dir, prepare.cache_dir,
-		 prepare.cgroup.path_count > 0 ? prepare.cgroup.paths[0] : "none",
-		 (unsigned) executor->config->network.proxy_port);
+	/* Debug only: stderr of prepare goes to the job log, which project members can read,
+	 * and host paths, ids and pids are for the runner's administrator. */
+	sbx_debug("sandbox %s ready in %" PRId64 " ms: %s mode, job uid %u (host uid %u), init pid "
+		  "%d, root %s, builds %s, cache %s, cgroup %s, proxy 127.0.0.1:%u",
+		  spec->id, sbx_monotonic_ms() - started, sbx_ids_mode_name(prepare.ids.mode),
+		  (unsigned) prepare.ids.job_uid, (unsigned) prepare.ids.host_uid, (int) init_pid,
+		  prepare.rootfs != NULL ? prepare.rootfs : "/", prepare.builds_dir,
+		  prepare.cache_dir, prepare.cgroup.path_count > 0 ? prepare.cgroup.paths[0] : "none",
+		  (unsigned) executor->config->network.proxy_port);
 	sbx_journal_unlock(lock_fd);
 	prepare_clear(&prepare);
 	return 0;

@@ -130,6 +130,25 @@ static void safe_hostname(char *buf, size_t size)
 	buf[out] = '\0';
 }
 
+/*
+ * Warns when SBX_CONFIG or SBX_DEBUG reached sbx only with the runner's CUSTOM_ENV_ prefix:
+ * GitLab Runner passes the environment = [...] entries of config.toml, like job variables, to
+ * custom executors only as CUSTOM_ENV_<name>, so putting them there silently does nothing.
+ */
+static void warn_prefixed_settings(const struct sbx_cli *cli)
+{
+	if (env_nonempty("CUSTOM_ENV_SBX_CONFIG") != NULL && env_nonempty("SBX_CONFIG") == NULL &&
+	    cli->config_option == NULL)
+		sbx_warning("CUSTOM_ENV_SBX_CONFIG is set but SBX_CONFIG is not, so sbx ignores it "
+			    "(the runner passes config.toml's environment only to jobs); add "
+			    "\"--config\", \"FILE\" before \"gitlab\" in every *_args instead");
+	if (env_nonempty("CUSTOM_ENV_SBX_DEBUG") != NULL && !cli->debug)
+		sbx_warning("CUSTOM_ENV_SBX_DEBUG is set but SBX_DEBUG is not, so sbx ignores it "
+			    "(the runner passes config.toml's environment only to jobs); add "
+			    "\"--debug\" before \"gitlab\" in every *_args, or set SBX_DEBUG=1 in "
+			    "the gitlab-runner service's environment");
+}
+
 static int gitlab_config(const struct sbx_cli *cli, const struct gitlab_codes *codes)
 {
 	struct sbx_config *config = NULL;
@@ -140,6 +159,8 @@ static int gitlab_config(const struct sbx_cli *cli, const struct gitlab_codes *c
 	const char *json;
 	int status = codes->system_failure;
 
+	/* config_exec's stderr is the first thing in the job log, and it runs once per job. */
+	warn_prefixed_settings(cli);
 	sbx_error_clear(&error);
 	if (sbx_shim_load_config(cli, &config, &error) < 0) {
 		sbx_error_log("%s", error.message);

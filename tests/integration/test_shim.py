@@ -227,6 +227,49 @@ class GitlabConfigTest(ShimTestCase):
         json.loads(result.stdout)
         self.assertIn(b"sbx: debug:", result.stderr)
 
+    def test_config_warns_about_prefixed_settings(self):
+        # config.toml's environment = [...] reaches sbx only with the CUSTOM_ENV_ prefix.
+        result = self.gitlab("config", env={"SBX_CONFIG": None,
+                                            "CUSTOM_ENV_SBX_CONFIG": self.config,
+                                            "CUSTOM_ENV_SBX_DEBUG": "1"})
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        json.loads(result.stdout)
+        lines = result.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].startswith("sbx: warning: CUSTOM_ENV_SBX_CONFIG is set but "
+                                            "SBX_CONFIG is not"), lines[0])
+        self.assertIn('add "--config", "FILE" before "gitlab" in every *_args', lines[0])
+        self.assertTrue(lines[1].startswith("sbx: warning: CUSTOM_ENV_SBX_DEBUG is set but "
+                                            "SBX_DEBUG is not"), lines[1])
+        self.assertIn('add "--debug" before "gitlab" in every *_args', lines[1])
+
+    def test_config_no_warning_when_settings_apply(self):
+        prefixed = {"CUSTOM_ENV_SBX_CONFIG": self.config, "CUSTOM_ENV_SBX_DEBUG": "1"}
+        for args, env in (((), {"SBX_DEBUG": "1"}),
+                          (("--config", self.config, "--debug"), {"SBX_CONFIG": None})):
+            env = dict(prefixed, **env)
+            result = self.sbx(*args, "gitlab", "config", env=env)
+            self.assertEqual(result.returncode, 0, result.stderr.decode())
+            self.assertNotIn(b"warning", result.stderr, args)
+
+    def test_config_option_before_each_stage(self):
+        # The docs' config.toml puts "--config", FILE before "gitlab" in every *_args.
+        env = {"SBX_CONFIG": None, "SBX_SANDBOX_ID": "j4242-0badcafe"}
+        script = self.write_script("echo from-the-script\n")
+        outputs = {}
+        for args in (("config",), ("prepare",), ("run", script, "build_script"),
+                     ("cleanup",)):
+            result = self.sbx("--config", self.config, "gitlab", *args, env=env)
+            self.assertEqual(result.returncode, 0, "%s: %s" % (args, result.stderr.decode()))
+            self.assertNotIn(b"warning", result.stderr, args)
+            outputs[args[0]] = result.stdout.decode()
+        self.assertEqual(outputs["run"], "from-the-script\n")
+        self.assertIn("Destroyed sandbox j4242-0badcafe", outputs["cleanup"])
+        opens = self.calls_starting("open ")
+        self.assertGreaterEqual(len(opens), 3, self.calls())
+        for line in opens:
+            self.assertIn("config=%s" % self.config, line.split())
+
     def test_bad_config_is_system_failure(self):
         self.write_config("no_such_key: 1\n")
         result = self.gitlab("config", env={"SYSTEM_FAILURE_EXIT_CODE": "12"})

@@ -160,6 +160,15 @@ class DebianPackageTest(unittest.TestCase):
             for path in self.cgroup_paths(sandbox_id):
                 self.kill_cgroup(path)
 
+    @staticmethod
+    def remove_admin_config(path):
+        """Remove the config.yaml the test wrote as the administrator, and /etc/sbx if that
+        leaves it empty."""
+        if os.path.lexists(path):
+            os.unlink(path)
+        if os.path.isdir(CONFIG_DIR) and not os.listdir(CONFIG_DIR):
+            os.rmdir(CONFIG_DIR)
+
     def restore_systemd_state(self):
         for path in sorted(tree(SYSTEMD_STATE_DIRS) - self.systemd_before, reverse=True):
             if os.path.islink(path) or os.path.isfile(path):
@@ -323,10 +332,18 @@ class DebianPackageTest(unittest.TestCase):
         self.assertTrue(os.path.isfile(os.path.join(CONFIG_DIR, "config.yaml.example")))
         self.assertTrue(os.path.isdir(STATE_DIR))
 
-        # purge: nothing of sbx stays. Only sbx has conffiles, so only sbx is left to purge.
+        # purge: nothing the packages made stays, but a config.yaml the administrator wrote
+        # does, as dpkg leaves every file no package installed. Only sbx has conffiles, so
+        # only sbx is left to purge.
         for name in ("sbx-agent-sandbox", "sbx-dev"):
             self.assertNotIn(name, installed_packages())
+        admin_config = os.path.join(CONFIG_DIR, "config.yaml")
+        self.addCleanup(self.remove_admin_config, admin_config)
+        with open(admin_config, "w") as f:
+            f.write("log_level: info\n")
         run(["apt-get", "purge", "-y", "-q", "sbx"], env=APT_ENV)
+        self.assertEqual(os.listdir(CONFIG_DIR), ["config.yaml"])
+        self.remove_admin_config(admin_config)
         self.assertFalse(os.path.lexists(CONFIG_DIR))
         self.assertFalse(os.path.lexists(STATE_DIR))
         self.assertFalse(os.path.lexists(TIMER_LINK))

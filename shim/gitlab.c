@@ -274,8 +274,8 @@ static int describe_entry(void *userdata, const struct sbx_sandbox_info *info)
 
 /*
  * Succeeds when the plugin lists sandbox CALL->id, and fails with SBX_ERROR_NOT_FOUND when it
- * does not. destroy() succeeds for an id it never knew, so this is how cleanup tells a
- * sandbox it destroyed from one that was never prepared or is already gone.
+ * does not. destroy() also succeeds for an id the plugin never knew, so cleanup needs this
+ * lookup to report whether there was anything to destroy.
  */
 static int lookup_in_child(void *userdata, struct sbx_error *error)
 {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <poll.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "cleanup.h"
 #include "control.h"
 #include "error.h"
+#include "util.h"
 
 #define PROTOCOL_NAME "sbx-control"
 
@@ -22,6 +24,17 @@ static const struct {
 	{ SBX_CONTROL_STAGE_BEGIN, "stage-begin" },
 	{ SBX_CONTROL_STAGE_END, "stage-end" },
 	{ SBX_CONTROL_REPLY, "reply" },
+	{ SBX_CONTROL_STAGE_RUN, "stage-run" },
+	{ SBX_CONTROL_STEP_EXIT, "step-exit" },
+};
+
+static const struct {
+	enum sbx_control_fd_role role;
+	const char *name;
+} fd_role_names[] = {
+	{ SBX_CONTROL_FD_REQUEST, "request" }, { SBX_CONTROL_FD_CGROUP, "cgroup" },
+	{ SBX_CONTROL_FD_STDIN, "stdin" },     { SBX_CONTROL_FD_STDOUT, "stdout" },
+	{ SBX_CONTROL_FD_STDERR, "stderr" },   { SBX_CONTROL_FD_SCRIPT, "script" },
 };
 
 const char *sbx_control_type_name(enum sbx_control_type type)
@@ -30,6 +43,55 @@ const char *sbx_control_type_name(enum sbx_control_type type)
 		if (type_names[i].type == type)
 			return type_names[i].name;
 	return NULL;
+}
+
+const char *sbx_control_fd_role_name(enum sbx_control_fd_role role)
+{
+	for (size_t i = 0; i < sizeof(fd_role_names) / sizeof(fd_role_names[0]); i++)
+		if (fd_role_names[i].role == role)
+			return fd_role_names[i].name;
+	return NULL;
+}
+
+/* Adds the fields of the version 2 message types and replies to OBJECT. */
+static int encode_step_fields(const struct sbx_control_message *message,
+			      struct json_object *object, struct sbx_error *error)
+{
+	struct json_object *roles;
+
+	if (message->type == SBX_CONTROL_REPLY && message->unsupported)
+		json_object_object_add(object, "unsupported", json_object_new_boolean(1));
+	if (message->type == SBX_CONTROL_REPLY && message->pid > 0)
+		json_object_object_add(object, "pid", json_object_new_int(message->pid));
+	if (message->type == SBX_CONTROL_STEP_EXIT) {
+		if (message->signal > 0)
+			json_object_object_add(object, "signal", json_object_new_int(message->signal));
+		else
+			json_object_object_add(object, "exit_code",
+					       json_object_new_int(message->exit_code));
+	}
+	if (message->type != SBX_CONTROL_STAGE_RUN)
+		return 0;
+	if (message->fd_count > SBX_CONTROL_MAX_FDS)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "control message lists %zu descriptors, more than %d",
+				     message->fd_count, SBX_CONTROL_MAX_FDS);
+	roles = json_object_new_array();
+	for (size_t i = 0; roles != NULL && i < message->fd_count; i++) {
+		const char *name = sbx_control_fd_role_name(message->fd_roles[i]);
+
+		if (name == NULL) {
+			json_object_put(roles);
+			return sbx_error_set(error, SBX_ERROR_INVALID,
+					     "control descriptor role %d is unknown",
+					     (int) message->fd_roles[i]);
+		}
+		json_object_array_add(roles, json_object_new_string(name));
+	}
+	if (roles == NULL)
+		return sbx_error_errno(error, ENOMEM, "cannot encode a control message");
+	json_object_object_add(object, "fds", roles);
+	return 0;
 }
 
 int sbx_control_encode(const struct sbx_control_message *message, char *buf, size_t size,
@@ -58,6 +120,10 @@ int sbx_control_encode(const struct sbx_control_message *message, char *buf, siz
 			json_object_object_add(object, "error",
 					       json_object_new_string(message->error));
 	}
+	if (encode_step_fields(message, object, error) < 0) {
+		json_object_put(object);
+		return -1;
+	}
 
 	text = json_object_to_json_string_ext(object, JSON_C_TO_STRING_PLAIN);
 	text_length = strlen(text);
@@ -70,6 +136,89 @@ int sbx_control_encode(const struct sbx_control_message *message, char *buf, siz
 	memcpy(buf, text, text_length + 1);
 	*length = text_length;
 	json_object_put(object);
+	return 0;
+}
+
+/* Reads the optional integer KEY of OBJECT within [MIN, MAX] into *VALUE; 0 when absent. */
+static int decode_int(struct json_object *object, const char *key, int64_t min, int64_t max,
+		      int *value, struct sbx_error *error)
+{
+	struct json_object *field;
+	int64_t number;
+
+	if (!json_object_object_get_ex(object, key, &field))
+		return 0;
+	number = json_object_get_int64(field);
+	if (!json_object_is_type(field, json_type_int) || number < min || number > max)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "control message has an invalid \"%s\"; expected an integer "
+				     "from %" PRId64 " to %" PRId64,
+				     key, min, max);
+	*value = (int) number;
+	return 0;
+}
+
+static int decode_fd_roles(struct json_object *object, struct sbx_control_message *message,
+			   struct sbx_error *error)
+{
+	struct json_object *roles;
+	size_t count;
+
+	if (!json_object_object_get_ex(object, "fds", &roles) ||
+	    !json_object_is_type(roles, json_type_array))
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "control message stage-run has no \"fds\" array");
+	count = json_object_array_length(roles);
+	if (count == 0 || count > SBX_CONTROL_MAX_FDS)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "control message stage-run lists %zu descriptors; expected 1 "
+				     "to %d",
+				     count, SBX_CONTROL_MAX_FDS);
+	for (size_t i = 0; i < count; i++) {
+		const char *name = json_object_get_string(json_object_array_get_idx(roles, i));
+		int found = 0;
+
+		for (size_t k = 0; name != NULL && k < SBX_ARRAY_SIZE(fd_role_names); k++) {
+			if (strcmp(fd_role_names[k].name, name) == 0) {
+				message->fd_roles[i] = fd_role_names[k].role;
+				found = 1;
+			}
+		}
+		if (!found)
+			return sbx_error_set(error, SBX_ERROR_INVALID,
+					     "control message stage-run passes an unknown "
+					     "descriptor \"%.64s\"",
+					     name != NULL ? name : "(null)");
+	}
+	message->fd_count = count;
+	return 0;
+}
+
+/* Decodes the fields that version 2 added; unknown to a version 1 reader, which skips them. */
+static int decode_step_fields(struct json_object *object, struct sbx_control_message *message,
+			      struct sbx_error *error)
+{
+	struct json_object *value;
+	int has_code, has_signal;
+
+	if (message->type == SBX_CONTROL_REPLY) {
+		if (json_object_object_get_ex(object, "unsupported", &value))
+			message->unsupported = json_object_get_boolean(value);
+		return decode_int(object, "pid", 1, INT32_MAX, &message->pid, error);
+	}
+	if (message->type == SBX_CONTROL_STAGE_RUN)
+		return decode_fd_roles(object, message, error);
+	if (message->type != SBX_CONTROL_STEP_EXIT)
+		return 0;
+	has_code = json_object_object_get_ex(object, "exit_code", NULL);
+	has_signal = json_object_object_get_ex(object, "signal", NULL);
+	if (has_code == has_signal)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "control message step-exit needs exactly one of \"exit_code\" "
+				     "and \"signal\"");
+	if (decode_int(object, "exit_code", 0, 255, &message->exit_code, error) < 0 ||
+	    decode_int(object, "signal", 1, 127, &message->signal, error) < 0)
+		return -1;
 	return 0;
 }
 
@@ -154,6 +303,10 @@ int sbx_control_decode(const char *buf, size_t length, struct sbx_control_messag
 			snprintf(decoded.error, sizeof(decoded.error), "%s",
 				 json_object_get_string(value));
 	}
+	if (decode_step_fields(object, &decoded, error) < 0) {
+		json_object_put(object);
+		return -1;
+	}
 	json_object_put(object);
 	*message = decoded;
 	return 0;
@@ -221,9 +374,15 @@ int sbx_control_connect(const char *path, struct sbx_error *error)
 int sbx_control_send(int fd, const struct sbx_control_message *message, int pass_fd,
 		     struct sbx_error *error)
 {
+	return sbx_control_send_fds(fd, message, &pass_fd, pass_fd >= 0 ? 1 : 0, error);
+}
+
+int sbx_control_send_fds(int fd, const struct sbx_control_message *message, const int *fds,
+			 size_t count, struct sbx_error *error)
+{
 	char buf[SBX_CONTROL_MESSAGE_MAX];
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * SBX_CONTROL_MAX_FDS)];
 		struct cmsghdr align;
 	} control;
 	struct iovec iov;
@@ -231,6 +390,11 @@ int sbx_control_send(int fd, const struct sbx_control_message *message, int pass
 	size_t length;
 	ssize_t n;
 
+	if (count > SBX_CONTROL_MAX_FDS)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "cannot pass %zu descriptors in one control message; the "
+				     "limit is %d",
+				     count, SBX_CONTROL_MAX_FDS);
 	if (sbx_control_encode(message, buf, sizeof(buf), &length, error) < 0)
 		return -1;
 	memset(&header, 0, sizeof(header));
@@ -238,17 +402,17 @@ int sbx_control_send(int fd, const struct sbx_control_message *message, int pass
 	iov.iov_len = length;
 	header.msg_iov = &iov;
 	header.msg_iovlen = 1;
-	if (pass_fd >= 0) {
+	if (count > 0) {
 		struct cmsghdr *cmsg;
 
 		memset(&control, 0, sizeof(control));
 		header.msg_control = control.buf;
-		header.msg_controllen = sizeof(control.buf);
+		header.msg_controllen = CMSG_SPACE(sizeof(int) * count);
 		cmsg = CMSG_FIRSTHDR(&header);
 		cmsg->cmsg_level = SOL_SOCKET;
 		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+		cmsg->cmsg_len = CMSG_LEN(sizeof(int) * count);
+		memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * count);
 	}
 	do
 		n = sendmsg(fd, &header, MSG_NOSIGNAL);
@@ -259,22 +423,73 @@ int sbx_control_send(int fd, const struct sbx_control_message *message, int pass
 	return 0;
 }
 
+static void close_fds(int *fds, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* Takes the descriptors of every SCM_RIGHTS message in HEADER: the first MAX into FDS, the
+ * rest closed, because a descriptor nobody keeps would leak. */
+static size_t take_fds(struct msghdr *header, int *fds, size_t max)
+{
+	size_t taken = 0;
+
+	for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(header); cmsg != NULL;
+	     cmsg = CMSG_NXTHDR(header, cmsg)) {
+		int passed[SBX_CONTROL_MAX_FDS];
+		size_t count;
+
+		if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS ||
+		    cmsg->cmsg_len < CMSG_LEN(sizeof(int)))
+			continue;
+		count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		if (count > SBX_CONTROL_MAX_FDS)
+			count = SBX_CONTROL_MAX_FDS;
+		memcpy(passed, CMSG_DATA(cmsg), count * sizeof(int));
+		for (size_t i = 0; i < count; i++) {
+			if (taken < max)
+				fds[taken++] = passed[i];
+			else
+				close(passed[i]);
+		}
+	}
+	return taken;
+}
+
 int sbx_control_receive(int fd, struct sbx_control_message *message, int *received_fd,
 			int timeout_ms, struct sbx_error *error)
 {
+	int passed = -1;
+	size_t count = 0;
+
+	if (sbx_control_receive_fds(fd, message, &passed, received_fd != NULL ? 1 : 0, &count,
+				    timeout_ms, error) < 0)
+		return -1;
+	if (received_fd != NULL)
+		*received_fd = count > 0 ? passed : -1;
+	return 0;
+}
+
+int sbx_control_receive_fds(int fd, struct sbx_control_message *message, int *fds, size_t max,
+			    size_t *count, int timeout_ms, struct sbx_error *error)
+{
 	char buf[SBX_CONTROL_MESSAGE_MAX];
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * SBX_CONTROL_MAX_FDS)];
 		struct cmsghdr align;
 	} control;
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) - 1 };
 	struct msghdr header;
-	struct cmsghdr *cmsg;
-	_cleanup_close_ int passed = -1;
+	int passed[SBX_CONTROL_MAX_FDS];
+	size_t taken;
 	ssize_t n;
 	int rc;
 
+	if (max > SBX_CONTROL_MAX_FDS)
+		max = SBX_CONTROL_MAX_FDS;
 	do
 		rc = poll(&pfd, 1, timeout_ms);
 	while (rc < 0 && errno == EINTR);
@@ -294,32 +509,22 @@ int sbx_control_receive(int fd, struct sbx_control_message *message, int *receiv
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return sbx_error_errno(error, errno, "cannot receive a control message");
-	for (cmsg = CMSG_FIRSTHDR(&header); cmsg != NULL; cmsg = CMSG_NXTHDR(&header, cmsg)) {
-		if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
-		    cmsg->cmsg_len >= CMSG_LEN(sizeof(int))) {
-			int fds[4];
-			size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-
-			if (count > 4)
-				count = 4;
-			memcpy(fds, CMSG_DATA(cmsg), count * sizeof(int));
-			for (size_t i = 0; i < count; i++) {
-				if (passed < 0)
-					passed = fds[i];
-				else
-					close(fds[i]);
-			}
-		}
-	}
-	if (n == 0)
+	taken = take_fds(&header, passed, max);
+	if (n == 0) {
+		close_fds(passed, taken);
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
 				     "the sandbox's init closed the control connection");
-	if (header.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+	}
+	if (header.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		close_fds(passed, taken);
 		return sbx_error_set(error, SBX_ERROR_INVALID, "control message was truncated");
+	}
 	buf[n] = '\0';
-	if (sbx_control_decode(buf, (size_t) n, message, error) < 0)
+	if (sbx_control_decode(buf, (size_t) n, message, error) < 0) {
+		close_fds(passed, taken);
 		return -1;
-	if (received_fd != NULL)
-		*received_fd = steal_fd(&passed);
+	}
+	memcpy(fds, passed, taken * sizeof(int));
+	*count = taken;
 	return 0;
 }

@@ -678,11 +678,11 @@ static int move_pid(const char *dir, pid_t pid, const char *controller, struct s
 	return sbx_cgroup_error(error, errno, path, controller, "cannot move a process");
 }
 
-int sbx_cgroup_job_enter(const struct sbx_cgroup_job *job, const char *leaf, pid_t pid,
-			 struct sbx_error *error)
+/* Creates leaf LEAF in the tracking hierarchy of JOB; LEAF_DIR gets its path. */
+static int make_leaf(const struct sbx_cgroup_job *job, const char *leaf, char *leaf_dir,
+		     size_t size, struct sbx_error *error)
 {
 	const char *tracking = tracking_path(job);
-	char leaf_dir[PATH_MAX];
 
 	if (!leaf_valid(leaf))
 		return sbx_error_set(error, SBX_ERROR_INVALID,
@@ -694,7 +694,7 @@ int sbx_cgroup_job_enter(const struct sbx_cgroup_job *job, const char *leaf, pid
 				     "cgroup job has no tracking hierarchy; create it with "
 				     "sbx_cgroup_job_create()");
 
-	if (sbx_cgroup_join_path(leaf_dir, sizeof(leaf_dir), tracking, leaf) < 0)
+	if (sbx_cgroup_join_path(leaf_dir, size, tracking, leaf) < 0)
 		return sbx_cgroup_error(error, errno, tracking, NULL, "cannot create a leaf");
 	if (mkdir(leaf_dir, 0755) < 0 && errno != EEXIST)
 		return sbx_cgroup_error(error, errno, leaf_dir, NULL, "cannot create the directory");
@@ -703,7 +703,16 @@ int sbx_cgroup_job_enter(const struct sbx_cgroup_job *job, const char *leaf, pid
 	if (job->layout == SBX_CGROUP_UNIFIED && sbx_cgroup_write_file(leaf_dir, "memory.oom.group", "1") < 0 &&
 	    errno != ENOENT)
 		return sbx_cgroup_error(error, errno, leaf_dir, "memory", "cannot write memory.oom.group");
+	return 0;
+}
 
+int sbx_cgroup_job_enter(const struct sbx_cgroup_job *job, const char *leaf, pid_t pid,
+			 struct sbx_error *error)
+{
+	char leaf_dir[PATH_MAX];
+
+	if (make_leaf(job, leaf, leaf_dir, sizeof(leaf_dir), error) < 0)
+		return -1;
 	/* Tracking first, so that a process that entered anything can be found and killed. */
 	if (move_pid(leaf_dir, pid, NULL, error) < 0)
 		return -1;
@@ -716,6 +725,51 @@ int sbx_cgroup_job_enter(const struct sbx_cgroup_job *job, const char *leaf, pid
 			     error) < 0)
 			return -1;
 	}
+	return 0;
+}
+
+int sbx_cgroup_job_can_clone_into(const struct sbx_cgroup_job *job)
+{
+	return tracking_path(job) != NULL && tracking_is_v2(job->layout);
+}
+
+/* Gives OWNER the cgroup.procs file of DIR, unless it has it already. */
+static int chown_procs(const char *dir, uid_t owner, struct sbx_error *error)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (sbx_cgroup_join_path(path, sizeof(path), dir, "cgroup.procs") < 0)
+		return sbx_cgroup_error(error, errno, dir, NULL, "cannot change the owner");
+	if (stat(path, &st) < 0)
+		return sbx_cgroup_error(error, errno, path, NULL, "cannot read the owner");
+	if (st.st_uid == owner)
+		return 0;
+	if (chown(path, owner, (gid_t) -1) < 0)
+		return sbx_cgroup_error(error, errno, path, NULL, "cannot change the owner");
+	return 0;
+}
+
+int sbx_cgroup_leaf_open(const struct sbx_cgroup_job *job, const char *leaf, uid_t owner,
+			 int *fd, struct sbx_error *error)
+{
+	char leaf_dir[PATH_MAX];
+	int opened;
+
+	if (!sbx_cgroup_job_can_clone_into(job))
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "cgroup job has no cgroup2 hierarchy to clone into");
+	if (make_leaf(job, leaf, leaf_dir, sizeof(leaf_dir), error) < 0)
+		return -1;
+	/* The clone counts as a write to both files by the cloning process. */
+	if (owner != (uid_t) -1 &&
+	    (chown_procs(tracking_path(job), owner, error) < 0 ||
+	     chown_procs(leaf_dir, owner, error) < 0))
+		return -1;
+	opened = open(leaf_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (opened < 0)
+		return sbx_cgroup_error(error, errno, leaf_dir, NULL, "cannot open the directory");
+	*fd = opened;
 	return 0;
 }
 

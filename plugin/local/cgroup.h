@@ -69,6 +69,19 @@ int sbx_cgroup_job_create_in(const char *id, const struct sbx_cgroup_limits *lim
 int sbx_cgroup_job_enter(const struct sbx_cgroup_job *job, const char *leaf, pid_t pid,
 			 struct sbx_error *error);
 
+/* True when JOB tracks processes in a cgroup2 hierarchy, whose leaves clone3 can fork into. */
+int sbx_cgroup_job_can_clone_into(const struct sbx_cgroup_job *job);
+
+/*
+ * Creates leaf LEAF like sbx_cgroup_job_enter() and opens its directory (O_PATH) into *FD, for
+ * clone3(CLONE_INTO_CGROUP). Unless OWNER is (uid_t) -1, the cgroup.procs files of the leaf
+ * and of the job cgroup are given to OWNER. The kernel checks the cloning process's write
+ * permission on the leaf's file and on that of the common ancestor of the source and the
+ * target, which is the job cgroup.
+ */
+int sbx_cgroup_leaf_open(const struct sbx_cgroup_job *job, const char *leaf, uid_t owner,
+			 int *fd, struct sbx_error *error);
+
 /* Kills every process in leaf LEAF and removes it; waits at most TIMEOUT_MS for it to empty. */
 int sbx_cgroup_leaf_kill(const struct sbx_cgroup_job *job, const char *leaf, int timeout_ms,
 			 struct sbx_error *error);

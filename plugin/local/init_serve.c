@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "init_stage.h"
 #include "init_serve.h"
 #include "util.h"
 
@@ -17,14 +18,24 @@ struct connection {
 	int fd;
 	/* Stage number while the peer is between stage-begin and stage-end, else 0. */
 	int stage;
+	/* The step this init started for the stage (stage-run) until it is reaped, else 0. */
+	pid_t step;
 };
 
-static void reap_children(void)
+/* Reaps every child that ended, and reports the end of a step to the stage that ran it. */
+static void reap_children(struct connection *connections, size_t count)
 {
+	pid_t pid;
 	int status;
 
-	while (waitpid(-1, &status, WNOHANG) > 0)
-		;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (size_t i = 0; i < count; i++) {
+			if (connections[i].step != pid)
+				continue;
+			sbx_init_stage_report_exit(connections[i].fd, connections[i].stage, status);
+			connections[i].step = 0;
+		}
+	}
 }
 
 /*
@@ -50,20 +61,53 @@ static void reply(int fd, int ok, int stage, const char *error_text, int pass_fd
 	sbx_control_send(fd, &message, pass_fd, NULL);
 }
 
+static void close_fds(int *fds, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		close(fds[i]);
+}
+
+/* Starts the step of stage-run MESSAGE, which passed FDS; replies and closes FDS. */
+static void run_step(struct connection *connection, const struct sbx_control_message *message,
+		     int *fds, size_t count)
+{
+	if (connection->stage == 0 || message->stage != connection->stage) {
+		close_fds(fds, count);
+		reply(connection->fd, 0, connection->stage,
+		      "stage-run names no stage begun on this connection", -1);
+		return;
+	}
+	if (connection->step != 0) {
+		close_fds(fds, count);
+		reply(connection->fd, 0, connection->stage, "the stage's step already runs", -1);
+		return;
+	}
+	connection->step = sbx_init_stage_run(connection->fd, connection->stage, message, fds,
+					      count);
+}
+
 /* Handles one message on CONNECTION; returns -1 when the connection is over. */
 static int handle_message(struct connection *connection, int proxy_fd, int *stage_counter)
 {
 	struct sbx_control_message message;
 	struct sbx_error error;
+	int fds[SBX_CONTROL_MAX_FDS];
+	size_t count = 0;
 
 	memset(&error, 0, sizeof(error));
-	if (sbx_control_receive(connection->fd, &message, NULL, 0, &error) < 0) {
+	if (sbx_control_receive_fds(connection->fd, &message, fds, SBX_CONTROL_MAX_FDS, &count, 0,
+				    &error) < 0) {
 		if (error.error_class == SBX_ERROR_INVALID) {
 			reply(connection->fd, 0, 0, error.message, -1);
 			return 0;
 		}
 		return -1;
 	}
+	if (message.type == SBX_CONTROL_STAGE_RUN) {
+		run_step(connection, &message, fds, count);
+		return 0;
+	}
+	close_fds(fds, count);
 
 	switch (message.type) {
 	case SBX_CONTROL_STAGE_BEGIN:
@@ -76,13 +120,19 @@ static int handle_message(struct connection *connection, int proxy_fd, int *stag
 		reply(connection->fd, 1, connection->stage, NULL, proxy_fd);
 		return 0;
 	case SBX_CONTROL_STAGE_END:
+		/* exec killed the stage's leaf before stage-end: a step not yet reaped is reaped
+		 * without a report. */
 		connection->stage = 0;
+		connection->step = 0;
 		reply(connection->fd, 1, message.stage, NULL, -1);
 		return 0;
 	case SBX_CONTROL_REPLY:
+	case SBX_CONTROL_STAGE_RUN:
+	case SBX_CONTROL_STEP_EXIT:
 		break;
 	}
-	reply(connection->fd, 0, 0, "the init accepts only stage-begin and stage-end", -1);
+	reply(connection->fd, 0, 0, "the init accepts only stage-begin, stage-run and stage-end",
+	      -1);
 	return 0;
 }
 
@@ -114,7 +164,7 @@ int sbx_init_serve(int control_fd, int proxy_fd, int64_t deadline)
 	signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (signal_fd < 0)
 		return 1;
-	reap_children();
+	reap_children(connections, count);
 
 	for (;;) {
 		int64_t left_ms = (deadline - sbx_now()) * 1000;
@@ -137,7 +187,7 @@ int sbx_init_serve(int control_fd, int proxy_fd, int64_t deadline)
 
 			while (read(signal_fd, &info, sizeof(info)) > 0)
 				;
-			reap_children();
+			reap_children(connections, count);
 		}
 		/* Walk backwards: closing moves the last connection into the freed slot. */
 		for (size_t i = count; i-- > 0;) {

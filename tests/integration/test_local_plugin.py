@@ -325,6 +325,19 @@ class LocalPluginTest(unittest.TestCase):
         self.assertIn(b"rc=1", result.stdout)
         self.assertEqual(self.host("exec", sandbox_id, "--", "true").returncode, 0)
 
+    def test_step_is_child_of_init_in_stage_leaf(self):
+        # The init forks the step straight into the stage's cgroup leaf: the step's parent is
+        # PID 1 of the job, and no descriptor of the init reaches it.
+        sandbox_id = self.prepare()
+        result = self.host("exec", sandbox_id, "--", "sh", "-c",
+                           "echo $PPID; ls /proc/$$/fd | tr '\\n' ' '; echo; "
+                           "grep '^0::' /proc/self/cgroup")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(lines[0], "1")
+        self.assertEqual(lines[1].split(), ["0", "1", "2"])
+        self.assertRegex(lines[2], r"^0::/.*/%s/stage-[0-9]+$" % sandbox_id)
+
     # Cancellation and crashes.
 
     def test_cancel_stops_step_and_keeps_sandbox(self):

@@ -350,10 +350,13 @@ class UnprivilegedModeTest(unittest.TestCase):
             "ls -d /proc/[0-9]* | wc -l",
             "exec -a stage-leftover-%s sleep 300 &" % marker,
             "echo started",
+            "echo parent-$PPID",
         ]))
         self.assertEqual(result.returncode, 0, result.stderr)
         lines = result.stdout.decode().splitlines()
         self.assertEqual(lines[0], str(JOB_UID))
+        # The init forked the step into the delegated stage leaf itself.
+        self.assertIn("parent-1", lines)
         self.assertIn("usr-read-only", lines)
         self.assertIn("home-read-only", lines)
         self.assertFalse(os.path.exists("/usr/sbx-probe-" + marker))

@@ -167,6 +167,33 @@ class K8sClientClusterTest(unittest.TestCase):
         self.assertIn("HTTP 403 Forbidden", summary["error"])
         self.assertIn("pods/exec", summary["error"])
 
+    def test_exec_long_url_limit(self):
+        # libwebsockets 4.1 cuts request lines over 2047 bytes ("GET <path> HTTP/1.1\r\n"),
+        # so the longest exec URL is 2032 bytes. The client must run a command right at the
+        # limit and reject one byte more before connecting.
+        self.cluster.reset_requests()
+        completed, summary = self.exec_tool("sh", "-c", 'printf %s "$1" | wc -c', "sh", "a")
+        self.assertEqual(completed.returncode, 0, summary)
+        paths = [entry["path"] for entry in self.cluster.request_log()
+                 if entry["resource"] == "pods/exec"]
+        self.assertEqual(len(paths), 1, paths)
+        padding = 2032 - len(paths[0])
+        self.assertGreater(padding, 1000)
+
+        longest = "a" * (1 + padding)
+        completed, summary = self.exec_tool("sh", "-c", 'printf %s "$1" | wc -c', "sh", longest)
+        self.assertEqual(completed.returncode, 0, summary)
+        self.assertEqual(completed.stdout.strip(), str(len(longest)).encode())
+
+        self.cluster.reset_requests()
+        completed, summary = self.exec_tool("sh", "-c", 'printf %s "$1" | wc -c', "sh",
+                                            longest + "a")
+        self.assertEqual(completed.returncode, 1)
+        self.assertEqual(summary["error_class"], "invalid input")
+        self.assertIn("request line would be 2048 bytes", summary["error"])
+        self.assertIn("on stdin", summary["error"])
+        self.assertNotIn("get pods/exec", self.cluster.request_counts())
+
 
 if __name__ == "__main__":
     unittest.main()

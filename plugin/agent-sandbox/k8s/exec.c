@@ -36,6 +36,14 @@
 #define RX_BUFFER_SIZE 65536
 /* Request line plus headers: a long exec URL and a bearer token of several KiB must fit. */
 #define HEADER_BUFFER_SIZE 32768
+/*
+ * libwebsockets 4.1 formats the handshake's request line into a 2048-byte buffer
+ * (lws_snprintf(p, 2048, "GET %s HTTP/1.1\r\n", path) in its client handshake) and sends a
+ * longer one cut short, without " HTTP/1.1": the server then sees no upgrade request and
+ * answers 400 "Upgrade request required". Measured with lws 4.1.6 (Debian 12) against a
+ * capturing server.
+ */
+#define REQUEST_LINE_MAX 2047
 
 struct exec_session {
 	const struct k8s_exec_options *options;
@@ -166,6 +174,23 @@ int k8s_exec_build_path(const struct k8s_config *config, const struct k8s_exec_o
 		return sbx_error_errno(error, ENOMEM, "exec");
 	}
 	return 0;
+}
+
+/* Rejects a URL whose request line libwebsockets would cut, before anything is sent. */
+static int check_path_length(const struct k8s_exec_options *options, const char *path,
+			     struct sbx_error *error)
+{
+	size_t line = strlen("GET ") + strlen(path) + strlen(" HTTP/1.1\r\n");
+
+	if (line <= REQUEST_LINE_MAX)
+		return 0;
+	return sbx_error_set(error, SBX_ERROR_INVALID,
+			     "exec in pod %s/%s: the command and its arguments make an exec URL of "
+			     "%zu bytes, and the WebSocket request line would be %zu bytes; "
+			     "libwebsockets sends at most %d, so pass long arguments and scripts "
+			     "on stdin",
+			     options->namespace, options->pod, strlen(path), line,
+			     REQUEST_LINE_MAX);
 }
 
 /* ---- sending ---- */
@@ -726,7 +751,8 @@ static int exec_once(struct k8s_client *client, const struct k8s_exec_options *o
 	k8s_wsframe_reader_init(&session.reader, deliver_output, &session);
 	pthread_once(&lws_log_once, lws_log_setup);
 
-	if (k8s_exec_build_path(config, options, &path, error) < 0)
+	if (k8s_exec_build_path(config, options, &path, error) < 0 ||
+	    check_path_length(options, path, error) < 0)
 		return -1;
 	if (k8s_credential_get(config, &credential, error) < 0)
 		return -1;

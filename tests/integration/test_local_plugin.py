@@ -77,6 +77,67 @@ def namespace_processes(init_pid):
     return found
 
 
+class OlderInit(threading.Thread):
+    """A control socket in front of a sandbox's real init that acts like an init that cannot
+    spawn steps. MODE "version-1" relays every message but marks the replies as protocol
+    version 1, like an init of an older sbx. MODE "unsupported" relays everything but
+    stage-run, which gets an "unsupported" reply, like an init on a kernel before 5.7. The
+    real init keeps serving on its socket, renamed to control.sock.real. Only request and
+    reply pairs are relayed, so a step-exit message would never reach exec."""
+
+    def __init__(self, job_dir, mode):
+        super().__init__(daemon=True)
+        self.mode = mode
+        self.stage_runs = 0
+        path = os.path.join(job_dir, "control.sock")
+        self.upstream_path = path + ".real"
+        os.rename(path, self.upstream_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(path)
+        self.listener.listen(4)
+
+    def stop(self):
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.join(10)
+
+    def run(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection, socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as upstream:
+                upstream.connect(self.upstream_path)
+                self.relay(connection, upstream)
+
+    def relay(self, connection, upstream):
+        while True:
+            data, fds, _, _ = socket.recv_fds(connection, 4096, 8)
+            if not data:
+                return
+            message = json.loads(data)
+            if message["type"] == "stage-run" and self.mode == "unsupported":
+                self.stage_runs += 1
+                for fd in fds:
+                    os.close(fd)
+                connection.send(json.dumps({
+                    "protocol": "sbx-control", "version": 2, "type": "reply", "ok": False,
+                    "stage": message["stage"], "unsupported": True,
+                    "error": "this kernel cannot clone into a cgroup"}).encode())
+                continue
+            socket.send_fds(upstream, [data], fds)
+            for fd in fds:
+                os.close(fd)
+            data, fds, _, _ = socket.recv_fds(upstream, 4096, 8)
+            reply = json.loads(data)
+            if self.mode == "version-1":
+                reply["version"] = 1
+            socket.send_fds(connection, [json.dumps(reply).encode()], fds)
+            for fd in fds:
+                os.close(fd)
+
+
 @unittest.skipUnless(os.geteuid() == 0, "the local backend's root mode needs root")
 @unittest.skipUnless(os.path.exists(HOST_TOOL) and os.path.exists(PLUGIN),
                      "build sbx-local.so and tests/tools first")
@@ -337,6 +398,30 @@ class LocalPluginTest(unittest.TestCase):
         self.assertEqual(lines[0], "1")
         self.assertEqual(lines[1].split(), ["0", "1", "2"])
         self.assertRegex(lines[2], r"^0::/.*/%s/stage-[0-9]+$" % sandbox_id)
+
+    def run_behind_older_init(self, mode):
+        """Runs steps through an OlderInit in MODE and checks that exec joined the init."""
+        sandbox_id = self.prepare()
+        older = OlderInit(self.journal(sandbox_id)["data"]["job_dir"], mode)
+        older.start()
+        self.addCleanup(older.stop)
+        result = self.host("exec", sandbox_id, "--", "sh", "-c",
+                           "echo $PPID; grep '^0::' /proc/self/cgroup")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.decode().splitlines()
+        # A joined step's parent is outside the job's pid namespace, so its PPID reads 0.
+        self.assertEqual(lines[0], "0")
+        self.assertRegex(lines[1], r"^0::/.*/%s/stage-[0-9]+$" % sandbox_id)
+        self.assertEqual(self.host("exec", sandbox_id, "--", "sh", "-c", "exit 7").returncode, 7)
+        return older
+
+    def test_version_1_init_makes_exec_join(self):
+        older = self.run_behind_older_init("version-1")
+        self.assertEqual(older.stage_runs, 0)
+
+    def test_unsupported_stage_run_makes_exec_join(self):
+        older = self.run_behind_older_init("unsupported")
+        self.assertEqual(older.stage_runs, 2)
 
     # Cancellation and crashes.
 

@@ -72,6 +72,79 @@ static const char *env_nonempty(const char *name)
 	return value != NULL && value[0] != '\0' ? value : NULL;
 }
 
+/*
+ * The facts of a job that decide what it may touch on the host. They come from the runner's
+ * $JOB_RESPONSE_FILE (GitLab's job payload) and never from CUSTOM_ENV_*: a job's `variables:`
+ * override predefined variables such as CI_PROJECT_ID and CI_COMMIT_REF_PROTECTED.
+ */
+struct job_response {
+	/* job_info.project_id in decimal, or "" when missing. */
+	char project_id[24];
+	/* 1 only when git_info.protected is the JSON value true. */
+	int protected_ref;
+};
+
+/* Largest response file read; it contains every job variable, file variables included. */
+#define RESPONSE_MAX_BYTES (64u * 1024 * 1024)
+
+static struct json_object *object_member(struct json_object *object, const char *key)
+{
+	struct json_object *member = NULL;
+
+	if (object == NULL || !json_object_is_type(object, json_type_object) ||
+	    !json_object_object_get_ex(object, key, &member))
+		return NULL;
+	return member;
+}
+
+/*
+ * Reads $JOB_RESPONSE_FILE into RESPONSE. The file also contains the job token and every
+ * secret variable, so nothing from it is logged except the fields taken. Fields that are
+ * missing or of another type keep their safe defaults: no project id, unprotected.
+ */
+static int read_job_response(struct job_response *response, struct sbx_error *error)
+{
+	_cleanup_free_ char *data = NULL;
+	struct json_object *root, *job_info, *git_info, *value;
+	struct json_tokener *tokener;
+	enum json_tokener_error parse_error;
+	const char *path = env_nonempty("JOB_RESPONSE_FILE");
+	size_t length = 0;
+
+	memset(response, 0, sizeof(*response));
+	if (path == NULL)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "JOB_RESPONSE_FILE is not set; run sbx as GitLab Runner's "
+				     "custom executor, which sets it");
+	if (sbx_read_file(path, RESPONSE_MAX_BYTES, &data, &length, error) < 0)
+		return -1;
+	tokener = json_tokener_new();
+	if (tokener == NULL)
+		return sbx_error_errno(error, ENOMEM, "cannot parse JOB_RESPONSE_FILE %s", path);
+	root = json_tokener_parse_ex(tokener, data, (int) length);
+	parse_error = json_tokener_get_error(tokener);
+	json_tokener_free(tokener);
+	if (root == NULL || parse_error != json_tokener_success ||
+	    !json_object_is_type(root, json_type_object)) {
+		json_object_put(root);
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "JOB_RESPONSE_FILE %s is not a JSON object", path);
+	}
+
+	job_info = object_member(root, "job_info");
+	git_info = object_member(root, "git_info");
+	value = object_member(job_info, "project_id");
+	if (value != NULL && json_object_is_type(value, json_type_int) &&
+	    json_object_get_int64(value) > 0)
+		snprintf(response->project_id, sizeof(response->project_id), "%" PRId64,
+			 json_object_get_int64(value));
+	value = object_member(git_info, "protected");
+	response->protected_ref = value != NULL && json_object_is_type(value, json_type_boolean) &&
+				  json_object_get_boolean(value);
+	json_object_put(root);
+	return 0;
+}
+
 /* Runner stages get the runner allow-list: they fetch sources, caches and artifacts. */
 static enum sbx_network_profile stage_profile(const char *stage)
 {
@@ -333,7 +406,8 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 	struct prepare_call call = { .plugin = &plugin, .spec = &spec };
 	struct sbx_error error;
 	const char *id = NULL;
-	const char *timeout_text, *protected_text;
+	struct job_response response;
+	const char *timeout_text;
 	int64_t started, timeout = 0;
 	int status = codes->system_failure;
 
@@ -349,16 +423,29 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 		return codes->system_failure;
 	}
 
+	/* Without the response file the job gets the cache shared by every job without a
+	 * project id, in the unprotected class, never what a variable claims. */
+	if (read_job_response(&response, &error) < 0) {
+		sbx_warning("%s; the job gets the unprotected cache shared by jobs without a "
+			    "project id",
+			    error.message);
+		sbx_error_clear(&error);
+	} else if (response.project_id[0] == '\0') {
+		sbx_warning("JOB_RESPONSE_FILE has no job_info.project_id; the job gets the "
+			    "unprotected cache shared by jobs without a project id");
+	}
+
 	owner.runner = env_nonempty("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN");
-	owner.project = env_nonempty("CUSTOM_ENV_CI_PROJECT_ID");
+	owner.project = response.project_id[0] != '\0' ? response.project_id : NULL;
 	owner.pipeline = env_nonempty("CUSTOM_ENV_CI_PIPELINE_ID");
 	owner.job = env_nonempty("CUSTOM_ENV_CI_JOB_ID");
 	spec.id = id;
 	spec.owner = &owner;
 	spec.image = env_nonempty("CUSTOM_ENV_CI_JOB_IMAGE");
-	spec.project_path = env_nonempty("CUSTOM_ENV_CI_PROJECT_PATH");
-	protected_text = getenv("CUSTOM_ENV_CI_COMMIT_REF_PROTECTED");
-	spec.protected_ref = protected_text != NULL && strcmp(protected_text, "true") == 0;
+	/* The local backend keys caches by owner.project; a path from the environment would
+	 * let a job pick another project's cache. */
+	spec.project_path = NULL;
+	spec.protected_ref = response.protected_ref && owner.project != NULL;
 	timeout_text = env_nonempty("CUSTOM_ENV_CI_JOB_TIMEOUT");
 	if (timeout_text != NULL && sbx_parse_int64(timeout_text, &timeout) < 0) {
 		sbx_warning("CUSTOM_ENV_CI_JOB_TIMEOUT \"%.40s\" is not a number of seconds; using "

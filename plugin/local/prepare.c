@@ -80,7 +80,8 @@ static struct json_object *string_or_null(const char *text)
 
 /*
  * Turns a project path into one directory name. Characters outside [A-Za-z0-9.-] become "_xx"
- * (hex), so "a/b-c" and "a-b/c" get different caches and no name can be "." or "..".
+ * (hex), so "a/b-c" and "a-b/c" get different caches and no name can be "." or "..". A leading
+ * digit or dot is escaped too, so no name is all digits like a project id.
  */
 static char *project_cache_key(const char *project_path)
 {
@@ -100,7 +101,7 @@ static char *project_cache_key(const char *project_path)
 	for (size_t i = 0; i < length; i++) {
 		unsigned char c = (unsigned char) project_path[i];
 		int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			    (c >= '0' && c <= '9') || c == '-' || (c == '.' && i > 0);
+			    (c >= '0' && c <= '9' && i > 0) || c == '-' || (c == '.' && i > 0);
 
 		if (plain) {
 			*out++ = (char) c;
@@ -112,6 +113,29 @@ static char *project_cache_key(const char *project_path)
 	}
 	*out = '\0';
 	return key;
+}
+
+/* True for a project id as GitLab writes it: 1 to 20 decimal digits without a leading zero. */
+static int project_id_valid(const char *id)
+{
+	size_t length;
+
+	if (id == NULL || id[0] < '1' || id[0] > '9')
+		return 0;
+	length = strspn(id, "0123456789");
+	return id[length] == '\0' && length <= 20;
+}
+
+/*
+ * Names the cache directory of SPEC's project: the owner's project id where there is one, so
+ * two projects never share a cache, else the escaped project path. Ids are all digits and
+ * escaped paths never are (a leading digit is escaped), so the two kinds cannot collide.
+ */
+static char *cache_key(const struct sbx_job_spec *spec)
+{
+	if (spec->owner != NULL && project_id_valid(spec->owner->project))
+		return strdup(spec->owner->project);
+	return project_cache_key(spec->project_path);
 }
 
 static int make_owned_dir(const char *path, const struct sbx_id_map *ids,
@@ -151,7 +175,7 @@ static int create_directories(struct prepare *prepare, struct sbx_error *error)
 				 prepare->ids.job_uid, prepare->ids.job_gid, error) < 0)
 		return -1;
 
-	key = project_cache_key(spec->project_path);
+	key = cache_key(spec);
 	if (key == NULL ||
 	    asprintf(&prepare->cache_dir, "%s/%s/%s", executor->cache_base, key,
 		     spec->protected_ref ? "protected" : "unprotected") < 0)

@@ -312,6 +312,44 @@ class LimitsTest(SbxTestCase):
         self.assertEqual(match.group(2), b"11")  # EAGAIN
 
 
+class CacheIsolationTest(SbxTestCase):
+    """The cache a job gets depends on GitLab's job payload, not on variables the job sets."""
+
+    def write_cache(self, job):
+        attempt = self.prepared_with_sources(job)
+        self.addCleanup(attempt.cleanup)
+        self.run_ok(attempt, "build_script", ["echo written > /cache/file"])
+        return os.path.join(self.state_dir, "cache")
+
+    def test_variables_cannot_pick_protected_cache(self):
+        cache = self.write_cache(self.new_job(project_id=4242, protected=False, variables=[
+            gitlab_runner.Variable("CI_COMMIT_REF_PROTECTED", "true"),
+            gitlab_runner.Variable("CI_PROJECT_ID", "1"),
+            gitlab_runner.Variable("CI_PROJECT_PATH", "victim/project")]))
+        self.assertEqual(os.listdir(cache), ["4242"])
+        self.assertEqual(os.listdir(os.path.join(cache, "4242")), ["unprotected"])
+        self.assertTrue(os.path.exists(os.path.join(cache, "4242", "unprotected", "file")))
+
+    def test_protected_ref_gets_protected_cache(self):
+        cache = self.write_cache(self.new_job(project_id=4243, protected=True))
+        self.assertTrue(os.path.exists(os.path.join(cache, "4243", "protected", "file")))
+        self.assertFalse(os.path.exists(os.path.join(cache, "4243", "unprotected")))
+
+    def test_response_without_protected_field(self):
+        # GitLab versions without git_info.protected: the variable alone never counts.
+        job = self.new_job(project_id=4244, protected=True)
+        full_response = job.response
+
+        def response_without_protected():
+            payload = full_response()
+            del payload["git_info"]["protected"]
+            return payload
+
+        job.response = response_without_protected
+        cache = self.write_cache(job)
+        self.assertEqual(os.listdir(os.path.join(cache, "4244")), ["unprotected"])
+
+
 def _walk(top):
     for directory, _, files in os.walk(top):
         for name in files:

@@ -90,7 +90,22 @@ class ShimTestCase(unittest.TestCase):
             "SYSTEM_FAILURE_EXIT_CODE": str(self.system_failure),
             "BUILD_EXIT_CODE_FILE": self.exit_code_file,
             "CUSTOM_ENV_CI_JOB_ID": "4242",
+            "JOB_RESPONSE_FILE": os.path.join(self.tmp, "response.json"),
         }
+        self.write_response()
+
+    def write_response(self, job_info=None, git_info=None):
+        """Writes the runner's response.json (mode 0600, with a job token like GitLab's)."""
+        payload = {
+            "id": 4242, "token": "glcbt-secret-token",
+            "job_info": {"project_id": 7} if job_info is None else job_info,
+            "git_info": ({"repo_url": "https://gitlab-ci-token:glcbt-secret-token@"
+                                      "gitlab.example.com/group/project.git",
+                          "protected": False} if git_info is None else git_info),
+        }
+        fd = os.open(self.env["JOB_RESPONSE_FILE"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as response:
+            json.dump(payload, response)
 
     def write_config(self, text):
         with open(self.config, "w") as config:
@@ -326,6 +341,7 @@ class PluginLoadingTest(ShimTestCase):
 class GitlabPrepareTest(ShimTestCase):
 
     def test_prepare_passes_job_spec(self):
+        self.write_response(git_info={"protected": True})
         result = self.gitlab("prepare", env={
             "SBX_SANDBOX_ID": "j4242-12345678",
             "CUSTOM_ENV_CI_PROJECT_ID": "7",
@@ -339,13 +355,47 @@ class GitlabPrepareTest(ShimTestCase):
         })
         self.assertEqual(result.returncode, 0, result.stderr.decode())
         self.assertEqual(self.calls_starting("prepare "), [
-            "prepare j4242-12345678 image=alpine:3.20 project_path=group/project protected=1 "
+            "prepare j4242-12345678 image=alpine:3.20 project_path=- protected=1 "
             "timeout=600 server=https://gitlab.example.com owner=abcd1234,7,99,4242 allow=-"])
 
     def test_prepare_unprotected_and_defaults(self):
         self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",
                                     "CUSTOM_ENV_CI_COMMIT_REF_PROTECTED": "false",
                                     "CUSTOM_ENV_CI_JOB_TIMEOUT": "soon"})
+        self.assertEqual(self.calls_starting("prepare "), [
+            "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 server=- "
+            "owner=-,7,-,4242 allow=-"])
+
+    def test_prepare_ignores_overridden_variables(self):
+        # Job variables override predefined ones: only the response file counts.
+        result = self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",
+                                             "CUSTOM_ENV_CI_COMMIT_REF_PROTECTED": "true",
+                                             "CUSTOM_ENV_CI_PROJECT_ID": "1",
+                                             "CUSTOM_ENV_CI_PROJECT_PATH": "victim/project"})
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.assertEqual(self.calls_starting("prepare "), [
+            "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 server=- "
+            "owner=-,7,-,4242 allow=-"])
+
+    def test_prepare_without_response_file(self):
+        os.unlink(self.env["JOB_RESPONSE_FILE"])
+        result = self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",
+                                             "CUSTOM_ENV_CI_COMMIT_REF_PROTECTED": "true",
+                                             "CUSTOM_ENV_CI_PROJECT_ID": "7"})
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.assertRegex(result.stderr.decode(),
+                         r"(?m)^sbx: warning: cannot open \S*/response\.json: .*unprotected cache")
+        self.assertEqual(self.calls_starting("prepare "), [
+            "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 server=- "
+            "owner=-,-,-,4242 allow=-"])
+
+    def test_prepare_never_logs_response_token(self):
+        self.write_response(job_info={"project_id": "7"}, git_info={"protected": "true"})
+        result = self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",
+                                             "SBX_DEBUG": "1"})
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.assertNotIn(b"glcbt-secret-token", result.stdout + result.stderr)
+        # Strings where GitLab sends a number and a boolean count as missing.
         self.assertEqual(self.calls_starting("prepare "), [
             "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 server=- "
             "owner=-,-,-,4242 allow=-"])

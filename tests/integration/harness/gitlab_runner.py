@@ -437,6 +437,14 @@ class Job:
         ]
         return items + self.variables
 
+    def response_repo_url(self):
+        """git_info.repo_url as GitLab sends it: the clone URL with the job token in it."""
+        if self.repo_url:
+            return self.repo_url
+        scheme, rest = self.server_url.split("://", 1)
+        return "%s://gitlab-ci-token:%s@%s/%s.git" % (scheme, self.token, rest.rstrip("/"),
+                                                      self.project_path)
+
     def response(self):
         """The job payload that <T>/response.json holds (json.Encode(spec.Job))."""
         return {
@@ -447,11 +455,11 @@ class Job:
                          "project_id": self.project_id,
                          "project_name": self.project_path.rsplit("/", 1)[-1],
                          "timeout": self.timeout},
-            "git_info": {"repo_url": self.repo_url or "", "ref": self.ref,
+            "git_info": {"repo_url": self.response_repo_url(), "ref": self.ref,
                          "sha": self.commit_sha or "", "before_sha": "", "ref_type": "branch",
                          "refspecs": ["+refs/heads/%s:refs/remotes/origin/%s"
                                       % (self.ref, self.ref)],
-                         "depth": self.git_depth},
+                         "depth": self.git_depth, "protected": self.protected},
             "runner_info": {"timeout": self.timeout},
             "inputs": None,
             "variables": [v.to_json() for v in self.gitlab_variables()],

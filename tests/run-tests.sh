@@ -23,32 +23,51 @@ passed=0
 failed=0
 failed_names=()
 
+# Unit tests that cannot run under valgrind 3.19 (Debian 12), with the reason. They still run
+# in the plain and sanitizer passes.
+declare -A valgrind_skip=(
+	[test_local_process]="valgrind does not implement pidfd_open, which the test checks"
+	[test_seccomp]="valgrind does not implement the seccomp system call, which the test loads"
+)
+
+# Longest a unit test binary may run, seconds; a hung test fails instead of blocking CI.
+unit_timeout=600
+
 run_unit() {
-	local test=$1 output status checks failures errors
+	local test=$1 name output status checks failures errors
+	name=$(basename "$test")
+	output=$(mktemp)
 	if [ "$valgrind" = 1 ]; then
-		# Check forks each test; valgrind follows the children.
-		output=$(CK_FORK=no valgrind --quiet --error-exitcode=99 --leak-check=full \
-			--errors-for-leak-kinds=definite --trace-children=no "$test" 2>&1)
+		# Check forks each test; without forking, valgrind sees the whole binary.
+		CK_FORK=no timeout --kill-after=10 "$unit_timeout" valgrind --quiet \
+			--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+			--trace-children=no "$test" >"$output" 2>&1 </dev/null
 	else
-		output=$("$test" 2>&1)
+		timeout --kill-after=10 "$unit_timeout" "$test" >"$output" 2>&1 </dev/null
 	fi
 	status=$?
-	printf '%s\n' "$output"
-	checks=$(printf '%s\n' "$output" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' | tail -n 1)
+	cat "$output"
+	checks=$(sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' "$output" | tail -n 1)
+	rm -f "$output"
 	if [ -n "$checks" ]; then
 		read -r total failures errors <<<"$checks"
 		passed=$((passed + total - failures - errors))
 		failed=$((failed + failures + errors))
 	fi
 	if [ "$status" -ne 0 ] || [ -z "$checks" ]; then
-		failed_names+=("$(basename "$test") (exit $status)")
+		failed_names+=("$name (exit $status)")
 		[ -z "$checks" ] && failed=$((failed + 1))
 	fi
 }
 
 for test in "$build"/tests/test_*; do
 	[ -x "$test" ] || continue
-	echo "== unit: $(basename "$test")"
+	name=$(basename "$test")
+	if [ "$valgrind" = 1 ] && [ -n "${valgrind_skip[$name]:-}" ]; then
+		echo "== unit: $name skipped under valgrind: ${valgrind_skip[$name]}"
+		continue
+	fi
+	echo "== unit: $name"
 	run_unit "$test"
 done
 

@@ -101,6 +101,8 @@ class K8sBench:
         self.throughput = None
         self.round_trip = None
         self.profile = None
+        self.failed_transfers = []
+        self.connections = {}
         self.environ = client_environ()
         self.verdicts = []
         self.sections = []
@@ -115,11 +117,12 @@ class K8sBench:
     # -- the cluster -------------------------------------------------------------------------
 
     def start(self):
-        for path, what in ((self.tool, "make build/tests/tools/k8s_client_tool"),
-                           (KUBECTL, "the Google Cloud SDK's bundled kubectl 1.32"),
-                           (self.phases_library, "run-bench.sh builds it")):
+        for path, hint in ((self.tool, "run make build/tests/tools/k8s_client_tool"),
+                           (KUBECTL, "install the Google Cloud SDK's kubectl component, which "
+                                     "bundles kubectl.1.32"),
+                           (self.phases_library, "run tests/bench/run-bench.sh, which builds it")):
             if not os.access(path, os.X_OK if path != self.phases_library else os.R_OK):
-                raise BenchError("%s is missing; %s" % (path, what))
+                raise BenchError("%s is missing; %s" % (path, hint))
         os.makedirs(self.work_dir, mode=0o700)
         say("k8s: starting the fake cluster")
         # run-bench.sh stops the server through the pid in STATE_DIR/cluster.json when this
@@ -144,7 +147,9 @@ class K8sBench:
     def sbx_argv(self, command, result_path=None):
         argv = [self.tool, "--kubeconfig", self.cluster.kubeconfig, "--timeout-ms", "300000"]
         if result_path is not None:
-            argv += ["--result", result_path]
+            # --debug passes libwebsockets' errors and warnings to stderr, which a failed
+            # transfer's report shows. The client logs no debug line per message.
+            argv += ["--debug", "--result", result_path]
         return argv + ["exec", NAMESPACE, POD, "--"] + command
 
     def kubectl_argv(self, command):
@@ -205,6 +210,29 @@ class K8sBench:
         # NOTE: kubectl's output goes to /dev/null uncounted; its exit status 0 is the check.
         return values
 
+    def server_log_size(self):
+        return os.path.getsize(os.path.join(self.cluster.state_dir, "fake-apiserver.log"))
+
+    def server_log_since(self, offset, lines=8):
+        """Return the last LINES lines that the fake server logged after byte OFFSET."""
+        with open(os.path.join(self.cluster.state_dir, "fake-apiserver.log"), "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        return text.splitlines()[-lines:]
+
+    def transfer_or_record(self, kind, size):
+        """Run one transfer. A failed one goes to self.failed_transfers with what the client
+        and the server logged, and returns None, so that one failure does not end the
+        benchmark."""
+        offset = self.server_log_size()
+        try:
+            return self.transfer(kind, size)
+        except BenchError as error:
+            say("k8s %s transfer of %d MiB failed: %s" % (kind, size // MIB, error))
+            self.failed_transfers.append((kind, size, str(error),
+                                          self.server_log_since(offset)))
+            return None
+
     def bench_throughput(self):
         rounds = self.repeat("transfer_rounds")
         kinds = [("sbx", GIB), ("curl", GIB), ("kubectl", GIB), ("sbx", 256 * MIB)]
@@ -216,7 +244,14 @@ class K8sBench:
         for i in range(rounds):
             # Rotate the order so that no client always runs first or last in a round.
             for kind, size in kinds[i % 4:] + kinds[:i % 4]:
-                runs[(kind, size)].append(self.transfer(kind, size))
+                values = self.transfer_or_record(kind, size)
+                if values is not None:
+                    runs[(kind, size)].append(values)
+        empty = ["%s with %d MiB" % (kind, size // MIB) for (kind, size), series in runs.items()
+                 if not series]
+        if empty:
+            raise BenchError("every transfer failed for %s: %s" % (
+                ", ".join(empty), self.failed_transfers[-1][2]))
         self.report_throughput(runs)
         if shutil.which("perf") is not None:
             say("k8s 1/2 one more 256 MiB sbx transfer under perf record")
@@ -260,7 +295,7 @@ class K8sBench:
             "%d rounds, the order rotating." % (POD, len(sbx)),
             "",
             "```",
-            "sbx:     " + self.display(self.sbx_argv(command)),
+            "sbx:     " + self.display(self.sbx_argv(command, "$RESULT")),
             "curl:    " + self.display(self.curl_argv(GIB)),
             "kubectl: " + self.display(self.kubectl_argv(command)).replace(KUBECTL,
                                                                            "kubectl.1.32"),
@@ -269,6 +304,13 @@ class K8sBench:
             stats.table_header(),
         ]
         lines += [stats.table_row(label, speeds(series), "MiB/s") for series, label in labels]
+        if self.failed_transfers:
+            lines += ["", "Failed transfers, left out of the table:", ""]
+            for kind, size, message, server_lines in self.failed_transfers:
+                lines += ["- %s, %d MiB: %s" % (kind, size // MIB,
+                                                 message.strip().splitlines()[-1]),
+                          "  The fake server's last log lines:", "", "  ```"]
+                lines += ["  " + line for line in server_lines] + ["  ```"]
         lines += [
             "",
             "- sbx / curl: **%.0f%%** (per round: %s)." % (
@@ -307,11 +349,15 @@ class K8sBench:
         self.sections.append("\n".join(lines))
         self.throughput = {"sbx": sbx, "curl": curl, "kubectl": kubectl, "small": small}
         self.verdict("exec stdout throughput, 1 GiB, sbx / curl from the same server",
-                     "%.0f%%" % (100 * ratio_curl), ">= %.0f%%" % (100 * TARGET_THROUGHPUT_VS_CURL),
+                     "%.0f%%" % (100 * ratio_curl),
+                     ">= %.0f%%" % (100 * TARGET_THROUGHPUT_VS_CURL),
                      ratio_curl >= TARGET_THROUGHPUT_VS_CURL)
         self.verdict("the same, sbx / `kubectl exec`", "%.2fx" % ratio_kubectl,
                      ">= %.1fx" % TARGET_THROUGHPUT_VS_KUBECTL,
                      ratio_kubectl >= TARGET_THROUGHPUT_VS_KUBECTL)
+        attempts = sum(len(series) for series in runs.values()) + len(self.failed_transfers)
+        self.verdict("transfers that failed", "%d of %d" % (len(self.failed_transfers), attempts),
+                     "0", not self.failed_transfers)
         self.verdict("peak RSS of the sbx client, 256 MiB and 1 GiB", "%.2f MiB" % peak,
                      "<= %.0f MiB" % TARGET_PEAK_RSS_MIB, peak <= TARGET_PEAK_RSS_MIB)
 
@@ -340,6 +386,8 @@ class K8sBench:
         bare = wall_ms([self.measure.run(["/bin/true"], env=self.environ)
                         for _ in range(phase_runs)])
         requests = {"sbx": self.request_census(sbx), "kubectl": self.request_census(kubectl)}
+        self.connections = {"sbx": self.connection_count(sbx_argv),
+                            "kubectl": self.connection_count(kubectl_argv)}
         self.report_round_trip(sbx_argv, kubectl_argv, warmup, sbx_runs, kubectl_runs, phases,
                                bare, requests)
 
@@ -363,6 +411,24 @@ class K8sBench:
         output = subprocess.run(["ldd", self.tool], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True).stdout
         return sum(1 for line in output.splitlines() if "=>" in line)
+
+    def connection_count(self, argv):
+        """Count the TCP connections ARGV opens to the API server, with strace; None without
+        strace or when the run fails."""
+        trace = os.path.join(self.work_dir, "connect.trace")
+        try:
+            result = subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect", "-o", trace] +
+                                    argv, env=self.environ, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except FileNotFoundError:
+            return None
+        if result.returncode != 0:
+            return None
+        port = "sin_port=htons(%d)" % self.cluster.port
+        with open(trace) as f:
+            count = sum(1 for line in f if port in line)
+        os.unlink(trace)
+        return count
 
     def request_census(self, run):
         """Return the API requests one run of RUN makes, as "verb resource" strings."""
@@ -404,6 +470,13 @@ class K8sBench:
                ", ".join("`%s`" % r for r in requests["kubectl"]) or "none"),
             "",
         ]
+        if self.connections and None not in self.connections.values():
+            lines += [
+                "TCP connections to the API server in one more run, counted with `strace -f -e "
+                "trace=connect`: sbx %d, kubectl %d. Each is a TLS connection."
+                % (self.connections["sbx"], self.connections["kubectl"]),
+                "",
+            ]
         totals = [p["reaped"] - p["fork"] for p in phases]
         lines += [
             "Where sbx's time goes, in %d more runs with `tests/bench/phases.so` preloaded. "
@@ -449,6 +522,11 @@ class K8sBench:
             "kubectl_rss_mib": stats.median([r["tree_maxrss_kib"] / 1024 for r in kubectl_runs]),
             "sbx_cpu_ms": stats.median([r["cpu_us"] / 1000 for r in sbx_runs]),
             "kubectl_cpu_ms": stats.median([r["cpu_us"] / 1000 for r in kubectl_runs]),
+            "sbx_ms": stats.median(sbx_ms), "kubectl_ms": stats.median(kubectl_ms),
+            "start_extra_ms": stats.median([(p["loaded"] - p["fork"]) / 1e6 for p in phases]) -
+            stats.median(bare),
+            "tls_context_ms": stats.median([(p["lws_create"] - p["ssl_ctx_new"]) / 1e6
+                                            for p in phases]),
         }
         self.verdict("exec round trip of `true`, sbx / `kubectl exec`", "%.2fx" % ratio,
                      "<= %.1fx" % TARGET_ROUND_TRIP_RATIO, ratio <= TARGET_ROUND_TRIP_RATIO)
@@ -456,8 +534,8 @@ class K8sBench:
     # -- where the client's CPU time goes ---------------------------------------------------
 
     def profile_transfer(self, size):
-        """Sample one sbx transfer of SIZE bytes with perf; returns [(share %, object)] for
-        the objects with at least 1% of the samples, or None without perf."""
+        """Sample one sbx transfer of SIZE bytes with perf. Returns [(share %, object)] for the
+        objects with at least 1% of the samples, or None when perf fails."""
         data = os.path.join(self.work_dir, "perf.data")
         record = subprocess.run(["perf", "record", "-q", "-o", data, "--"] +
                                 self.sbx_argv(["head", "-c", str(size), "/dev/zero"]),
@@ -518,13 +596,14 @@ class K8sBench:
         return [
             ("kubectl", first_line([KUBECTL, "version", "--client"])),
             ("fake API server", "tests/cluster/fake-apiserver on %s" % aiohttp),
-            ("libwebsockets", first_line(["pkg-config", "--modversion", "libwebsockets"])),
+            ("libwebsockets", "Debian package libwebsockets17 " + first_line(
+                ["dpkg-query", "-W", "-f", "${Version}", "libwebsockets17"])),
             ("OpenSSL", first_line(["openssl", "version"])),
             ("curl", " ".join(first_line(["curl", "--version"]).split()[:4])),
         ]
 
     def analysis(self):
-        """The paragraphs that say where the time goes, from this run's numbers."""
+        """Write the paragraphs on where the time goes, from this run's numbers."""
         lines = ["### Where the time goes", ""]
         if self.throughput is not None:
             sbx, curl = self.throughput["sbx"], self.throughput["curl"]
@@ -549,9 +628,9 @@ class K8sBench:
             if median_of(sbx, "server_share") >= 90:
                 lines += ["The server is busy for nearly the whole transfer, so this run "
                           "measures the fake server's exec path more than sbx's client.", ""]
-            elif median_of(sbx, "client_cpu") >= 0.8 * sbx_wall:
-                lines += ["The server is idle for much of the transfer while the client "
-                          "computes: the client limits the exec.", ""]
+            elif median_of(sbx, "client_cpu") >= 0.7 * sbx_wall:
+                lines += ["The client computes for most of the transfer while the server "
+                          "waits, so the client limits the exec.", ""]
             if self.profile:
                 lines += [
                     "`perf record` of one 256 MiB sbx transfer, share of the client's CPU "
@@ -567,24 +646,54 @@ class K8sBench:
                 "libwebsockets sources hand the payload over in blocks "
                 "(`lws_ws_client_rx_parser_block()`). The exec path of the fake server "
                 "costs more CPU per GiB than its plain HTTPS endpoint (reading the pod's pipe, "
-                "copying each chunk into a frame), so even a client that costs nothing would "
-                "reach curl's figure only if the server's exec path kept up.",
+                "copying each chunk into a frame).",
                 "",
             ]
+            exec_cpu = median_of(kubectl, "server_cpu")
+            curl_speed = stats.median([r["mib_s"] for r in curl])
+            if exec_cpu > 0:
+                ceiling = 1024 / exec_cpu
+                lines += [
+                    "An upper bound from this run: with kubectl the server spent %.2f s of CPU "
+                    "time per GiB on the exec path, so at 100%% of one CPU it can deliver at "
+                    "most about %.0f MiB/s through exec, %.0f%% of curl's median."
+                    % (exec_cpu, ceiling, 100 * ceiling / curl_speed),
+                    "",
+                ]
+                if ceiling < TARGET_THROUGHPUT_VS_CURL * curl_speed:
+                    lines += [
+                        "So %.0f%% of curl through exec is out of reach with this server "
+                        "whatever the client does. Against kubectl, which the same server "
+                        "feeds at %.0f MiB/s, sbx's client is what falls short."
+                        % (100 * TARGET_THROUGHPUT_VS_CURL,
+                           stats.median([r["mib_s"] for r in kubectl])),
+                        "",
+                    ]
         if self.round_trip is not None:
             lines += [
-                "Round trip. kubectl makes %d API requests per exec (%d for sbx), each on a "
-                "TLS connection, and its process is a Go program that peaks at %.0f MiB "
-                "(sbx: %.0f MiB) and spends %.0f ms of CPU time (sbx: %.0f ms). Of sbx's own "
-                "time, TLS takes %.0f%% and the WebSocket upgrade %.0f%%; the table above "
-                "gives the other phases. The command phase is mostly the fake server starting "
-                "`true` through `nsenter` in the pod's namespaces, which both clients wait for."
+                "Round trip. kubectl makes %d API requests per exec (sbx %d), and its process "
+                "is a Go program that peaks at %.0f MiB (sbx %.0f MiB) and spends %.0f ms of "
+                "CPU time (sbx %.0f ms). Of sbx's own time, TLS takes %.0f%% and the WebSocket "
+                "upgrade %.0f%%. The command phase covers the fake server starting `true` "
+                "through `nsenter` in the pod's namespaces and sending its status, which both "
+                "clients wait for."
                 % (self.round_trip["kubectl_requests"], self.round_trip["sbx_requests"],
                    self.round_trip["kubectl_rss_mib"], self.round_trip["sbx_rss_mib"],
                    self.round_trip["kubectl_cpu_ms"], self.round_trip["sbx_cpu_ms"],
                    self.round_trip["tls_share"], self.round_trip["upgrade_share"]),
                 "",
             ]
+            goal = TARGET_ROUND_TRIP_RATIO * self.round_trip["kubectl_ms"]
+            if self.round_trip["sbx_ms"] > goal:
+                lines += [
+                    "At %.1fx of kubectl's median, sbx would need %.1f ms, %.1f ms less than "
+                    "its median. Loading the tool's shared libraries alone takes about %.1f "
+                    "ms more than starting a libc-only program, and the first "
+                    "`SSL_CTX_new()` with the CA bundle and key about %.1f ms."
+                    % (TARGET_ROUND_TRIP_RATIO, goal, self.round_trip["sbx_ms"] - goal,
+                       self.round_trip["start_extra_ms"], self.round_trip["tls_context_ms"]),
+                    "",
+                ]
         return lines
 
     def section(self, started, finished, commit, failures):

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -82,6 +83,8 @@ struct job_response {
 	char project_id[24];
 	/* 1 only when git_info.protected is the JSON value true. */
 	int protected_ref;
+	/* "scheme://host[:port]/" of git_info.repo_url without its credentials, or "". */
+	char ci_server_url[320];
 };
 
 /* Largest response file read; it contains every job variable, file variables included. */
@@ -95,6 +98,40 @@ static struct json_object *object_member(struct json_object *object, const char 
 	    !json_object_object_get_ex(object, key, &member))
 		return NULL;
 	return member;
+}
+
+/*
+ * Writes the scheme, host and port of the clone URL REPO_URL ("https://gitlab-ci-token:TOKEN@
+ * gitlab.example.com/group/project.git") to OUT as "https://gitlab.example.com/", or "" when
+ * REPO_URL is not an http(s) URL with a plain host. The credentials are dropped: they contain
+ * the job token, and OUT reaches the journal and error messages.
+ */
+static void ci_server_from_repo_url(const char *repo_url, char *out, size_t size)
+{
+	const char *scheme_end = strstr(repo_url, "://");
+	const char *authority, *host, *at;
+	size_t scheme_length, authority_length, host_length;
+
+	out[0] = '\0';
+	if (scheme_end == NULL)
+		return;
+	scheme_length = (size_t) (scheme_end - repo_url);
+	if (!((scheme_length == 5 && strncasecmp(repo_url, "https", 5) == 0) ||
+	      (scheme_length == 4 && strncasecmp(repo_url, "http", 4) == 0)))
+		return;
+	authority = scheme_end + 3;
+	authority_length = strcspn(authority, "/?#");
+	host = authority;
+	while ((at = memchr(host, '@', authority_length - (size_t) (host - authority))) != NULL)
+		host = at + 1;
+	host_length = authority_length - (size_t) (host - authority);
+	if (host_length == 0 ||
+	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") <
+		    host_length)
+		return;
+	if ((size_t) snprintf(out, size, "%.*s://%.*s/", (int) scheme_length, repo_url,
+			      (int) host_length, host) >= size)
+		out[0] = '\0';
 }
 
 /*
@@ -138,6 +175,10 @@ static int read_job_response(struct job_response *response, struct sbx_error *er
 	    json_object_get_int64(value) > 0)
 		snprintf(response->project_id, sizeof(response->project_id), "%" PRId64,
 			 json_object_get_int64(value));
+	value = object_member(git_info, "repo_url");
+	if (value != NULL && json_object_is_type(value, json_type_string))
+		ci_server_from_repo_url(json_object_get_string(value), response->ci_server_url,
+					sizeof(response->ci_server_url));
 	value = object_member(git_info, "protected");
 	response->protected_ref = value != NULL && json_object_is_type(value, json_type_boolean) &&
 				  json_object_get_boolean(value);
@@ -454,7 +495,8 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 		timeout = 0;
 	}
 	spec.timeout_seconds = timeout;
-	spec.ci_server_url = env_nonempty("CUSTOM_ENV_CI_SERVER_URL");
+	/* Not CI_SERVER_URL, which a job can point at a host loopback service. */
+	spec.ci_server_url = response.ci_server_url[0] != '\0' ? response.ci_server_url : NULL;
 	spec.extra_allow = NULL;
 
 	/* The job log is readable by project members: host paths go to the debug log. */

@@ -615,6 +615,22 @@ static const struct address_range *find_special_range(const struct ip_address *a
 	return NULL;
 }
 
+bool sbx_allow_literal_is_local(const char *host, const char **reason)
+{
+	const struct address_range *range;
+	struct ip_address address;
+
+	if (host == NULL || parse_ip_literal(host, &address) < 0)
+		return false;
+	unmap_address(&address);
+	range = find_special_range(&address);
+	if (range == NULL || range->private_range)
+		return false;
+	if (reason != NULL)
+		*reason = range->name;
+	return true;
+}
+
 int sbx_allowlist_address_permitted(const struct sbx_allowlist *list,
 				    enum sbx_allow_verdict verdict,
 				    const struct sockaddr *address, uint16_t port,

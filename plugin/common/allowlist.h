@@ -8,6 +8,7 @@
 #define SBX_ALLOWLIST_H
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -63,6 +64,13 @@ enum sbx_allow_verdict {
  */
 enum sbx_allow_verdict sbx_allowlist_match_name(const struct sbx_allowlist *list,
 						 const char *name, uint16_t port);
+
+/*
+ * True when HOST is an IP literal (IPv6 with or without brackets) that the address rules refuse
+ * unless an IP or CIDR entry covers it: unspecified, loopback, link-local, multicast, broadcast
+ * or reserved. REASON (if not NULL) then gets the range's name, such as "loopback".
+ */
+bool sbx_allow_literal_is_local(const char *host, const char **reason);
 
 /*
  * Decides whether a resolved ADDRESS may be connected to, given how the name was allowed.

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -6,6 +7,7 @@
 #include "config.h"
 #include "egress.h"
 #include "error.h"
+#include "log.h"
 
 int sbx_egress_ci_server_entry(const char *url, char *entry, size_t size,
 			       struct sbx_error *error)
@@ -62,6 +64,31 @@ invalid:
 			     url != NULL ? url : "(null)");
 }
 
+/*
+ * True when the "host:port" ENTRY of the CI server names a loopback, link-local, unspecified or
+ * multicast address. The CI server's entry is implicit, and an address entry admits those ranges,
+ * so only an explicit network.runner_allow entry may open them. A host name needs no check: the
+ * proxy refuses such addresses behind a name unless an IP or CIDR entry covers them.
+ */
+static bool ci_server_entry_is_local(const char *entry)
+{
+	char host[300];
+	const char *reason = NULL;
+	const char *colon = strrchr(entry, ':');
+	size_t length = colon != NULL ? (size_t) (colon - entry) : strlen(entry);
+
+	if (length >= sizeof(host))
+		return false;
+	memcpy(host, entry, length);
+	host[length] = '\0';
+	if (!sbx_allow_literal_is_local(host, &reason))
+		return false;
+	sbx_debug("the CI server's address %s is %s, so runner stages reach it only through an "
+		  "explicit network.runner_allow entry",
+		  entry, reason);
+	return true;
+}
+
 static int add_all(struct sbx_allowlist *list, const struct sbx_string_list *entries,
 		   const char *key, struct sbx_error *error)
 {
@@ -83,7 +110,9 @@ int sbx_egress_build(const struct sbx_config *config, enum sbx_network_profile p
 			goto fail;
 		if (config->network.allow_ci_server && ci_server_url != NULL &&
 		    ci_server_url[0] != '\0') {
-			if (sbx_egress_ci_server_entry(ci_server_url, entry, sizeof(entry), error) < 0 ||
+			if (sbx_egress_ci_server_entry(ci_server_url, entry, sizeof(entry), error) < 0)
+				goto fail;
+			if (!ci_server_entry_is_local(entry) &&
 			    sbx_allowlist_add(&built, entry, error) < 0)
 				goto fail;
 		}

@@ -4,9 +4,14 @@ Egress tests run sbx inside a client network namespace the test creates, joined 
 to a server namespace with two HTTP servers, so the proxy's upstream connections can reach
 nothing but those servers (192.0.2.0/29, created and deleted by the test)."""
 
+import functools
+import http.server
 import os
 import re
+import shutil
 import subprocess
+import tempfile
+import threading
 import time
 import unittest
 
@@ -109,6 +114,59 @@ class EgressTest(SbxTestCase):
         self.assertIn(b"destination_ip_prohibited", stdout)
         self.assertRegex(stdout, rb"tls: curl: \(56\).*403")
         attempt.cleanup()
+
+
+class LoopbackServer:
+    """An HTTP server on the host's 127.0.0.1, standing in for a host service."""
+
+    def __init__(self):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                    directory=tempfile.mkdtemp(prefix="sbx-loopback-"))
+        self.directory = handler.keywords["directory"]
+        with open(os.path.join(self.directory, "index.html"), "w") as f:
+            f.write("host-loopback-body\n")
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class CiServerEgressTest(SbxTestCase):
+    """The CI server's implicit allow-list entry, with the proxy in the host's namespace."""
+
+    def setUp(self):
+        super().setUp()
+        self.loopback = LoopbackServer()
+        self.addCleanup(self.loopback.stop)
+        self.url = "http://127.0.0.1:%d/" % self.loopback.port
+        self.write_config(network={"allow_ci_server": True})
+
+    def probe_runner_stage(self, job):
+        attempt = self.prepared_with_sources(job)
+        self.addCleanup(attempt.cleanup)
+        # --noproxy '': NO_PROXY lists 127.0.0.1, and the request must go through the proxy.
+        record = self.run_ok(attempt, "archive_cache", [
+            "curl --noproxy '' -sS -m 10 -o /dev/null -w 'code-%%{http_code}\\n' %s || true"
+            % self.url])
+        return re.findall(rb"code-\d+", bytes(record.stdout))
+
+    def test_variable_cannot_choose_ci_server(self):
+        job = self.new_job(variables=[gitlab_runner.Variable("CI_SERVER_URL", self.url)])
+        self.assertEqual(self.probe_runner_stage(job), [b"code-403"])
+
+    def test_loopback_ci_server_needs_explicit_entry(self):
+        job = self.new_job(server_url=self.url.rstrip("/"))
+        self.assertEqual(self.probe_runner_stage(job), [b"code-403"])
+
+    def test_explicit_entry_admits_loopback(self):
+        self.write_config(network={"allow_ci_server": True,
+                                   "runner_allow": ["127.0.0.1:%d" % self.loopback.port]})
+        self.assertEqual(self.probe_runner_stage(self.new_job()), [b"code-200"])
 
 
 class SandboxIsolationTest(SbxTestCase):

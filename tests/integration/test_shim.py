@@ -341,7 +341,8 @@ class PluginLoadingTest(ShimTestCase):
 class GitlabPrepareTest(ShimTestCase):
 
     def test_prepare_passes_job_spec(self):
-        self.write_response(git_info={"protected": True})
+        self.write_response(git_info={"repo_url": "https://gitlab.example.com/group/project.git",
+                                      "protected": True})
         result = self.gitlab("prepare", env={
             "SBX_SANDBOX_ID": "j4242-12345678",
             "CUSTOM_ENV_CI_PROJECT_ID": "7",
@@ -351,20 +352,45 @@ class GitlabPrepareTest(ShimTestCase):
             "CUSTOM_ENV_CI_PROJECT_PATH": "group/project",
             "CUSTOM_ENV_CI_COMMIT_REF_PROTECTED": "true",
             "CUSTOM_ENV_CI_JOB_TIMEOUT": "600",
-            "CUSTOM_ENV_CI_SERVER_URL": "https://gitlab.example.com",
+            "CUSTOM_ENV_CI_SERVER_URL": "http://127.0.0.1:22",
         })
         self.assertEqual(result.returncode, 0, result.stderr.decode())
         self.assertEqual(self.calls_starting("prepare "), [
             "prepare j4242-12345678 image=alpine:3.20 project_path=- protected=1 "
-            "timeout=600 server=https://gitlab.example.com owner=abcd1234,7,99,4242 allow=-"])
+            "timeout=600 server=https://gitlab.example.com/ owner=abcd1234,7,99,4242 allow=-"])
+
+    def test_prepare_ci_server_from_repo_url(self):
+        cases = [
+            ("https://gitlab-ci-token:glcbt-secret-token@gitlab.example.com/g/p.git",
+             "https://gitlab.example.com/"),
+            ("http://user:p@ss@gitlab.example.com:8080/g/p.git", "http://gitlab.example.com:8080/"),
+            ("https://[2001:db8::1]:8443/g/p.git", "https://[2001:db8::1]:8443/"),
+            ("HTTPS://gitlab.example.com", "HTTPS://gitlab.example.com/"),
+            ("ssh://git@gitlab.example.com/g/p.git", "-"),
+            ("https://gitlab.example.com%2f@/g/p.git", "-"),
+            ("", "-"),
+        ]
+        for repo_url, server in cases:
+            with self.subTest(repo_url=repo_url):
+                if os.path.exists(os.path.join(self.fake_dir, "calls")):
+                    os.unlink(os.path.join(self.fake_dir, "calls"))
+                self.write_response(git_info={"repo_url": repo_url, "protected": False})
+                result = self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",
+                                                     "CUSTOM_ENV_CI_SERVER_URL":
+                                                     "http://127.0.0.1:22"})
+                self.assertEqual(result.returncode, 0, result.stderr.decode())
+                self.assertNotIn(b"secret", result.stdout + result.stderr)
+                calls = self.calls_starting("prepare ")
+                self.assertEqual(len(calls), 1, calls)
+                self.assertIn(" server=%s " % server, calls[0])
 
     def test_prepare_unprotected_and_defaults(self):
         self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",
                                     "CUSTOM_ENV_CI_COMMIT_REF_PROTECTED": "false",
                                     "CUSTOM_ENV_CI_JOB_TIMEOUT": "soon"})
         self.assertEqual(self.calls_starting("prepare "), [
-            "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 server=- "
-            "owner=-,7,-,4242 allow=-"])
+            "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 "
+            "server=https://gitlab.example.com/ owner=-,7,-,4242 allow=-"])
 
     def test_prepare_ignores_overridden_variables(self):
         # Job variables override predefined ones: only the response file counts.
@@ -374,8 +400,8 @@ class GitlabPrepareTest(ShimTestCase):
                                              "CUSTOM_ENV_CI_PROJECT_PATH": "victim/project"})
         self.assertEqual(result.returncode, 0, result.stderr.decode())
         self.assertEqual(self.calls_starting("prepare "), [
-            "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 server=- "
-            "owner=-,7,-,4242 allow=-"])
+            "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 "
+            "server=https://gitlab.example.com/ owner=-,7,-,4242 allow=-"])
 
     def test_prepare_without_response_file(self):
         os.unlink(self.env["JOB_RESPONSE_FILE"])

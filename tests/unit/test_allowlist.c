@@ -412,6 +412,28 @@ START_TEST(normalize_host_forms)
 }
 END_TEST
 
+START_TEST(literal_is_local_ranges)
+{
+	static const char *const local[] = { "127.0.0.1", "127.1.2.3",	"0.0.0.0",
+					     "169.254.169.254", "224.0.0.1", "::1",
+					     "[::1]",	   "fe80::1",	"::ffff:127.0.0.1",
+					     "ff02::1",	   "::" };
+	static const char *const other[] = { "192.0.2.1", "10.0.0.1", "fd00::1", "2001:db8::1",
+					     "gitlab.example.com", "localhost", "127.1", "" };
+	const char *reason;
+
+	for (size_t i = 0; i < sizeof(local) / sizeof(local[0]); i++) {
+		reason = NULL;
+		ck_assert_msg(sbx_allow_literal_is_local(local[i], &reason), "%s", local[i]);
+		ck_assert_ptr_nonnull(reason);
+	}
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+		ck_assert_msg(!sbx_allow_literal_is_local(other[i], NULL), "%s", other[i]);
+	ck_assert(sbx_allow_literal_is_local("169.254.169.254", &reason));
+	ck_assert_str_eq(reason, "link-local");
+}
+END_TEST
+
 static Suite *allowlist_suite(void)
 {
 	Suite *suite = suite_create("allowlist");
@@ -438,6 +460,7 @@ static Suite *allowlist_suite(void)
 			    (int) (sizeof(address_cases) / sizeof(address_cases[0])));
 	tcase_add_test(address, address_rules_resolved_localhost);
 	tcase_add_test(address, address_rules_other_family);
+	tcase_add_test(address, literal_is_local_ranges);
 	suite_add_tcase(suite, address);
 	return suite;
 }

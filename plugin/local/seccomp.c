@@ -9,11 +9,13 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -192,6 +194,59 @@ static int add_ioctl_rules(scmp_filter_ctx context, struct sbx_error *error)
 	return 0;
 }
 
+/*
+ * Address families the job may open sockets of. The network namespace covers these. Other
+ * families reach what it does not cover: AF_VSOCK reaches the hypervisor and other guests of a
+ * virtual machine host, and AF_BLUETOOTH, AF_ALG, AF_CAN and the rest are kernel code that CI
+ * jobs do not need. Docker's default profile denies AF_VSOCK too. Denied families fail with
+ * EAFNOSUPPORT, the error of a kernel built without them, which programs already handle.
+ */
+static bool family_allowed(unsigned long family)
+{
+	return family == AF_UNIX || family == AF_INET || family == AF_INET6 || family == AF_NETLINK;
+}
+
+/*
+ * Denies every other family for socket() and socketpair(): one rule per family up to
+ * AF_NETLINK, the largest allowed, and one for all above it. The family is an int, so the kernel
+ * ignores the upper 32 bits of the register. The rule for larger families compares all 64 bits,
+ * which also covers a small family with upper bits set.
+ *
+ * NOTE: 32-bit x86 programs that create sockets through socketcall() pass the family in memory,
+ * which seccomp cannot inspect, so these rules do not reach them.
+ */
+static int add_socket_rules(scmp_filter_ctx context, struct sbx_error *error)
+{
+	static const char *const names[] = { "socket", "socketpair" };
+
+	for (size_t n = 0; n < SBX_ARRAY_SIZE(names); n++) {
+		int number = seccomp_syscall_resolve_name(names[n]);
+		int result;
+
+		if (number == __NR_SCMP_ERROR)
+			continue;
+		for (unsigned long family = 0; family <= AF_NETLINK; family++) {
+			if (family_allowed(family))
+				continue;
+			result = seccomp_rule_add(context, SCMP_ACT_ERRNO(EAFNOSUPPORT), number, 1,
+						  SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffUL, family));
+			if (result < 0)
+				return sbx_error_errno(error, -result,
+						       "seccomp: cannot add the %s rule for address "
+						       "family %lu",
+						       names[n], family);
+		}
+		result = seccomp_rule_add(context, SCMP_ACT_ERRNO(EAFNOSUPPORT), number, 1,
+					  SCMP_A0(SCMP_CMP_GT, (scmp_datum_t) AF_NETLINK));
+		if (result < 0)
+			return sbx_error_errno(error, -result,
+					       "seccomp: cannot add the %s rule for address families "
+					       "above %d",
+					       names[n], AF_NETLINK);
+	}
+	return 0;
+}
+
 /* Compiles CONTEXT into a BPF program. libseccomp before 2.6 exports only to a descriptor. */
 static int export_program(scmp_filter_ctx context, struct sock_fprog *program,
 			  struct sbx_error *error)
@@ -266,7 +321,7 @@ int sbx_seccomp_filter_new(struct sbx_seccomp_filter **filter, struct sbx_error 
 	}
 
 	if (add_plain_rules(context, error) < 0 || add_clone_rules(context, error) < 0 ||
-	    add_ioctl_rules(context, error) < 0) {
+	    add_ioctl_rules(context, error) < 0 || add_socket_rules(context, error) < 0) {
 		seccomp_release(context);
 		return -1;
 	}

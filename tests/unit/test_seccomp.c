@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,6 +50,16 @@ struct results {
 	struct outcome tiocsti;
 	struct outcome tiocsti_high_bits;
 	struct outcome fionread;
+	struct outcome socket_vsock;
+	struct outcome socket_vsock_high_bits;
+	struct outcome socket_bluetooth;
+	struct outcome socket_packet;
+	struct outcome socketpair_vsock;
+	struct outcome socket_unix;
+	struct outcome socket_inet;
+	struct outcome socket_inet6;
+	struct outcome socket_netlink;
+	struct outcome socketpair_unix;
 	int fork_status; /* wait status of a forked child that exits 7; -1: fork failed */
 	int fork_errno;
 	int thread_error; /* pthread_create() result */
@@ -64,6 +75,16 @@ static struct outcome record(long ret)
 	return outcome;
 }
 
+/* Records a socket() result and closes the socket, so only the outcome is kept. */
+static struct outcome record_socket(long ret)
+{
+	struct outcome outcome = record(ret);
+
+	if (ret >= 0)
+		close((int) ret);
+	return outcome;
+}
+
 static void *thread_body(void *arg)
 {
 	*(int *) arg = 1;
@@ -76,6 +97,7 @@ static void run_probes(struct results *r)
 	int available = -1;
 	int ns_fd;
 	char c = 'x';
+	int pair[2];
 	pid_t pid;
 	pthread_t thread;
 
@@ -105,6 +127,18 @@ static void run_probes(struct results *r)
 		close(pipe_fds[0]);
 		close(pipe_fds[1]);
 	}
+
+	r->socket_vsock = record_socket(syscall(SYS_socket, AF_VSOCK, SOCK_STREAM, 0));
+	r->socket_vsock_high_bits = record_socket(syscall(SYS_socket, 0x100000000L | AF_VSOCK,
+							  SOCK_STREAM, 0));
+	r->socket_bluetooth = record_socket(socket(AF_BLUETOOTH, SOCK_STREAM, 0));
+	r->socket_packet = record_socket(socket(AF_PACKET, SOCK_RAW, 0));
+	r->socketpair_vsock = record(socketpair(AF_VSOCK, SOCK_STREAM, 0, pair));
+	r->socket_unix = record_socket(socket(AF_UNIX, SOCK_STREAM, 0));
+	r->socket_inet = record_socket(socket(AF_INET, SOCK_DGRAM, 0));
+	r->socket_inet6 = record_socket(socket(AF_INET6, SOCK_DGRAM, 0));
+	r->socket_netlink = record_socket(socket(AF_NETLINK, SOCK_RAW, 0));
+	r->socketpair_unix = record(socketpair(AF_UNIX, SOCK_STREAM, 0, pair));
 
 	pid = fork();
 	if (pid == 0)
@@ -223,6 +257,42 @@ START_TEST(test_filter_denies_tiocsti)
 }
 END_TEST
 
+START_TEST(test_filter_denies_other_families)
+{
+	struct sbx_seccomp_filter *filter = new_filter();
+	struct results r;
+
+	probe_child(filter, &r);
+	ck_assert_int_eq(r.socket_vsock.ret, -1);
+	ck_assert_int_eq(r.socket_vsock.err, EAFNOSUPPORT);
+	/* The kernel reads the family as an int, so upper bits must not get past the filter. */
+	ck_assert_int_eq(r.socket_vsock_high_bits.ret, -1);
+	ck_assert_int_eq(r.socket_vsock_high_bits.err, EAFNOSUPPORT);
+	ck_assert_int_eq(r.socket_bluetooth.ret, -1);
+	ck_assert_int_eq(r.socket_bluetooth.err, EAFNOSUPPORT);
+	ck_assert_int_eq(r.socket_packet.ret, -1);
+	ck_assert_int_eq(r.socket_packet.err, EAFNOSUPPORT);
+	ck_assert_int_eq(r.socketpair_vsock.ret, -1);
+	ck_assert_int_eq(r.socketpair_vsock.err, EAFNOSUPPORT);
+	sbx_seccomp_filter_free(filter);
+}
+END_TEST
+
+START_TEST(test_filter_keeps_ip_unix_netlink)
+{
+	struct sbx_seccomp_filter *filter = new_filter();
+	struct results r;
+
+	probe_child(filter, &r);
+	ck_assert_int_ge(r.socket_unix.ret, 0);
+	ck_assert_int_ge(r.socket_inet.ret, 0);
+	ck_assert_int_ge(r.socket_inet6.ret, 0);
+	ck_assert_int_ge(r.socket_netlink.ret, 0);
+	ck_assert_int_eq(r.socketpair_unix.ret, 0);
+	sbx_seccomp_filter_free(filter);
+}
+END_TEST
+
 START_TEST(test_filter_keeps_fork_threads_ptrace)
 {
 	struct sbx_seccomp_filter *filter = new_filter();
@@ -242,6 +312,16 @@ START_TEST(test_filter_keeps_fork_threads_ptrace)
 END_TEST
 
 /* Without the filter the same probes get other results, so the filtered checks can fail. */
+static int family_available(int family)
+{
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
 START_TEST(test_probes_without_filter)
 {
 	struct results r;
@@ -251,6 +331,16 @@ START_TEST(test_probes_without_filter)
 	ck_assert_int_eq(r.mount.err, ENOENT);
 	ck_assert_int_ne(r.clone3.err, ENOSYS);
 	ck_assert_int_ne(r.tiocsti.err, EPERM);
+	ck_assert_int_ge(r.socket_unix.ret, 0);
+	/* On a kernel with vsock the unfiltered probe opens it, so the filtered EAFNOSUPPORT
+	 * comes from the filter. */
+	if (family_available(AF_VSOCK)) {
+		ck_assert_int_ge(r.socket_vsock.ret, 0);
+		ck_assert_int_ge(r.socket_vsock_high_bits.ret, 0);
+	} else {
+		fprintf(stderr, "test_probes_without_filter: no AF_VSOCK in this kernel, vsock "
+				"case not run\n");
+	}
 	if (geteuid() == 0) {
 		ck_assert_int_eq(r.unshare_user.ret, 0);
 		ck_assert_int_eq(r.setns.ret, 0);
@@ -340,6 +430,8 @@ static Suite *seccomp_suite(void)
 	tcase_add_test(tc, test_filter_denies_namespaces);
 	tcase_add_test(tc, test_filter_denies_kernel_interfaces);
 	tcase_add_test(tc, test_filter_denies_tiocsti);
+	tcase_add_test(tc, test_filter_denies_other_families);
+	tcase_add_test(tc, test_filter_keeps_ip_unix_netlink);
 	tcase_add_test(tc, test_filter_keeps_fork_threads_ptrace);
 	tcase_add_test(tc, test_probes_without_filter);
 #if defined(__x86_64__)

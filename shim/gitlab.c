@@ -85,7 +85,12 @@ struct job_response {
 	int protected_ref;
 	/* "scheme://host[:port]/" of git_info.repo_url without its credentials, or "". */
 	char ci_server_url[320];
+	/* runner_info.timeout in seconds, or 0 when missing or not positive. */
+	int64_t timeout;
 };
+
+/* Longest job timeout passed on; the configuration limits its seconds keys the same way. */
+#define JOB_TIMEOUT_MAX INT32_MAX
 
 /* Largest response file read; it contains every job variable, file variables included. */
 #define RESPONSE_MAX_BYTES (64u * 1024 * 1024)
@@ -179,11 +184,40 @@ static int read_job_response(struct job_response *response, struct sbx_error *er
 	if (value != NULL && json_object_is_type(value, json_type_string))
 		ci_server_from_repo_url(json_object_get_string(value), response->ci_server_url,
 					sizeof(response->ci_server_url));
+	value = object_member(object_member(root, "runner_info"), "timeout");
+	if (value != NULL && json_object_is_type(value, json_type_int) &&
+	    json_object_get_int64(value) > 0)
+		response->timeout = json_object_get_int64(value);
 	value = object_member(git_info, "protected");
 	response->protected_ref = value != NULL && json_object_is_type(value, json_type_boolean) &&
 				  json_object_get_boolean(value);
 	json_object_put(root);
 	return 0;
+}
+
+/*
+ * Returns the job timeout in seconds for the sandbox's deadline, or 0 for default_job_timeout.
+ * runner_info.timeout comes first, because a job's variables can override CI_JOB_TIMEOUT.
+ */
+static int64_t job_timeout(const struct job_response *response)
+{
+	const char *text = env_nonempty("CUSTOM_ENV_CI_JOB_TIMEOUT");
+	int64_t timeout = response->timeout;
+
+	if (timeout == 0 && text != NULL) {
+		if (sbx_parse_int64(text, &timeout) < 0 || timeout <= 0) {
+			sbx_warning("CUSTOM_ENV_CI_JOB_TIMEOUT \"%.40s\" is not a positive number of "
+				    "seconds; using default_job_timeout",
+				    text);
+			return 0;
+		}
+	}
+	if (timeout > JOB_TIMEOUT_MAX) {
+		sbx_warning("job timeout %" PRId64 " s is longer than %d s; using %d s", timeout,
+			    JOB_TIMEOUT_MAX, JOB_TIMEOUT_MAX);
+		timeout = JOB_TIMEOUT_MAX;
+	}
+	return timeout;
 }
 
 /* Runner stages get the runner allow-list: they fetch sources, caches and artifacts. */
@@ -448,8 +482,7 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 	struct sbx_error error;
 	const char *id = NULL;
 	struct job_response response;
-	const char *timeout_text;
-	int64_t started, timeout = 0;
+	int64_t started;
 	int status = codes->system_failure;
 
 	sbx_error_clear(&error);
@@ -487,14 +520,7 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 	 * let a job pick another project's cache. */
 	spec.project_path = NULL;
 	spec.protected_ref = response.protected_ref && owner.project != NULL;
-	timeout_text = env_nonempty("CUSTOM_ENV_CI_JOB_TIMEOUT");
-	if (timeout_text != NULL && sbx_parse_int64(timeout_text, &timeout) < 0) {
-		sbx_warning("CUSTOM_ENV_CI_JOB_TIMEOUT \"%.40s\" is not a number of seconds; using "
-			    "default_job_timeout",
-			    timeout_text);
-		timeout = 0;
-	}
-	spec.timeout_seconds = timeout;
+	spec.timeout_seconds = job_timeout(&response);
 	/* Not CI_SERVER_URL, which a job can point at a host loopback service. */
 	spec.ci_server_url = response.ci_server_url[0] != '\0' ? response.ci_server_url : NULL;
 	spec.extra_allow = NULL;

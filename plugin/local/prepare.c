@@ -28,6 +28,8 @@
 #define INIT_READY_TIMEOUT_MS 30000
 /* Bound on waiting for another prepare, cleanup or gc of the same id. */
 #define LOCK_TIMEOUT_MS 30000
+/* Longest job timeout in seconds, the limit the configuration sets for its seconds keys. */
+#define JOB_TIMEOUT_MAX INT32_MAX
 /* Directory the init assembles the new root on, inside its own mount namespace only. */
 #define STAGING_DIR "/tmp"
 
@@ -330,6 +332,13 @@ static void fill_entry(struct prepare *prepare)
 
 	if (SBX_HAS_FIELD(spec, struct sbx_job_spec, timeout_seconds) && spec->timeout_seconds > 0)
 		timeout = spec->timeout_seconds;
+	/* The configuration's own limit for seconds: created + timeout + margin must not
+	 * overflow, or the deadline would lie in the past. */
+	if (timeout > JOB_TIMEOUT_MAX) {
+		sbx_warning("sandbox %s: job timeout %" PRId64 " s is longer than %d s; using %d s",
+			    spec->id, timeout, JOB_TIMEOUT_MAX, JOB_TIMEOUT_MAX);
+		timeout = JOB_TIMEOUT_MAX;
+	}
 	snprintf(prepare->entry.id, sizeof(prepare->entry.id), "%s", spec->id);
 	prepare->entry.version = SBX_JOURNAL_VERSION;
 	prepare->entry.backend = strdup(SBX_LOCAL_BACKEND_NAME);

@@ -7,6 +7,7 @@ import os
 import random
 import re
 import string
+import subprocess
 import tempfile
 import threading
 import time
@@ -391,6 +392,50 @@ class GitLabConformanceTest(SbxTestCase):
         b.cleanup()
         self.assertSandboxGone(id_a)
         self.assertSandboxGone(id_b)
+
+
+class JobDeadlineTest(SbxTestCase):
+    """The journal deadline stays created + timeout + deadline_margin (600 s in these tests),
+    with the timeout capped at 2147483647 s, whatever timeout the job claims."""
+
+    TIMEOUT_MAX = 2147483647
+    INT64_MAX = 9223372036854775807
+
+    def prepared_entry(self, job):
+        attempt = self.prepared(job)
+        self.addCleanup(attempt.cleanup)
+        sandbox_id = attempt.job_env["SBX_SANDBOX_ID"]
+        with open(os.path.join(self.state_dir, "sandboxes", sandbox_id + ".json")) as f:
+            return attempt, json.load(f)
+
+    def test_huge_timeout_capped(self):
+        attempt, entry = self.prepared_entry(self.new_job(timeout=self.INT64_MAX))
+        self.assertEqual(entry["deadline"] - entry["created"], self.TIMEOUT_MAX + 600)
+        self.assertRegex(bytes(attempt.records[-1].stderr).decode(), r"longer than 2147483647 s")
+        # The init lives until the deadline, so the sandbox still runs stages.
+        record = attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        self.assertEqual(record.returncode, 0, self.describe([record]))
+
+    def test_variable_cannot_extend_deadline(self):
+        job = self.new_job(timeout=3600, variables=[
+            gitlab_runner.Variable("CI_JOB_TIMEOUT", str(self.INT64_MAX))])
+        _, entry = self.prepared_entry(job)
+        self.assertEqual(entry["deadline"] - entry["created"], 3600 + 600)
+
+    def test_plugin_caps_timeout(self):
+        # A host of the plugin ABI other than the shim passes the timeout as it is.
+        sandbox_id = "t-" + "".join(random.choice("0123456789abcdef") for _ in range(12))
+        host_tool = os.path.join(self.build, "tests", "tools", "sbx-local-host")
+        result = subprocess.run([host_tool, "--config", self.config_path, "prepare", sandbox_id,
+                                 "--timeout", str(self.INT64_MAX)], capture_output=True,
+                                timeout=60)
+        self.addCleanup(subprocess.run, [host_tool, "--config", self.config_path, "destroy",
+                                         sandbox_id], capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr.decode(errors="replace"))
+        self.assertIn(b"longer than 2147483647 s", result.stderr)
+        with open(os.path.join(self.state_dir, "sandboxes", sandbox_id + ".json")) as f:
+            entry = json.load(f)
+        self.assertEqual(entry["deadline"] - entry["created"], self.TIMEOUT_MAX + 600)
 
 
 if __name__ == "__main__":

@@ -392,6 +392,41 @@ class GitlabPrepareTest(ShimTestCase):
             "prepare j4242-12345678 image=- project_path=- protected=0 timeout=0 "
             "server=https://gitlab.example.com/ owner=-,7,-,4242 allow=-"])
 
+    def test_prepare_job_timeout_forms(self):
+        # (runner_info.timeout, CUSTOM_ENV_CI_JOB_TIMEOUT, timeout passed, warning expected)
+        cases = [
+            (None, "600", "600", None),
+            (None, "-5", "0", "not a positive number"),
+            (None, "0", "0", "not a positive number"),
+            (None, "12x", "0", "not a positive number"),
+            (None, "9223372036854775807", "2147483647", "longer than 2147483647 s"),
+            (None, "9223372036854775808", "0", "not a positive number"),
+            (3600, "9223372036854775807", "3600", None),
+            (9223372036854775807, "60", "2147483647", "longer than 2147483647 s"),
+            (-1, "60", "60", None),
+        ]
+        for response_timeout, variable, passed, warning in cases:
+            with self.subTest(response_timeout=response_timeout, variable=variable):
+                if os.path.exists(os.path.join(self.fake_dir, "calls")):
+                    os.unlink(os.path.join(self.fake_dir, "calls"))
+                self.write_response()
+                if response_timeout is not None:
+                    with open(self.env["JOB_RESPONSE_FILE"]) as f:
+                        payload = json.load(f)
+                    payload["runner_info"] = {"timeout": response_timeout}
+                    with open(self.env["JOB_RESPONSE_FILE"], "w") as f:
+                        json.dump(payload, f)
+                result = self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",
+                                                     "CUSTOM_ENV_CI_JOB_TIMEOUT": variable})
+                self.assertEqual(result.returncode, 0, result.stderr.decode())
+                calls = self.calls_starting("prepare ")
+                self.assertEqual(len(calls), 1, calls)
+                self.assertIn(" timeout=%s " % passed, calls[0])
+                if warning is None:
+                    self.assertNotIn(b"warning", result.stderr)
+                else:
+                    self.assertIn(warning, result.stderr.decode())
+
     def test_prepare_ignores_overridden_variables(self):
         # Job variables override predefined ones: only the response file counts.
         result = self.gitlab("prepare", env={"SBX_SANDBOX_ID": "j4242-12345678",

@@ -80,41 +80,49 @@ static struct json_object *string_or_null(const char *text)
 	return text != NULL ? json_object_new_string(text) : NULL;
 }
 
+/* Longest escaped project path used as a directory name, below NAME_MAX (255). */
+#define PATH_KEY_MAX 240
+
 /*
  * Turns a project path into one directory name. Characters outside [A-Za-z0-9.-] become "_xx"
  * (hex), so "a/b-c" and "a-b/c" get different caches and no name can be "." or "..". A leading
- * digit or dot is escaped too, so no name is all digits like a project id.
+ * digit or dot is escaped too, so no name is all digits like a project id. The whole path is
+ * escaped, never a prefix, so two paths never share a name; one whose name would be longer than
+ * PATH_KEY_MAX is rejected.
  */
-static char *project_cache_key(const char *project_path)
+static int project_cache_key(const char *project_path, char **key, struct sbx_error *error)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t length;
-	char *key, *out;
+	char buffer[PATH_KEY_MAX + 1];
+	size_t out = 0;
 
 	if (project_path == NULL || project_path[0] == '\0')
-		return strdup("_none");
-	length = strlen(project_path);
-	if (length > 200)
-		length = 200;
-	key = malloc(3 * length + 1);
-	if (key == NULL)
-		return NULL;
-	out = key;
-	for (size_t i = 0; i < length; i++) {
+		project_path = "";
+	for (size_t i = 0; project_path[i] != '\0'; i++) {
 		unsigned char c = (unsigned char) project_path[i];
 		int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 			    (c >= '0' && c <= '9' && i > 0) || c == '-' || (c == '.' && i > 0);
 
+		if (out + (plain ? 1 : 3) > PATH_KEY_MAX)
+			return sbx_error_set(error, SBX_ERROR_INVALID,
+					     "project path \"%.80s...\" is too long to name a cache "
+					     "directory (more than %d bytes once escaped); pass the "
+					     "numeric project id as the owner's project",
+					     project_path, PATH_KEY_MAX);
 		if (plain) {
-			*out++ = (char) c;
+			buffer[out++] = (char) c;
 		} else {
-			*out++ = '_';
-			*out++ = hex[c >> 4];
-			*out++ = hex[c & 15];
+			buffer[out++] = '_';
+			buffer[out++] = hex[c >> 4];
+			buffer[out++] = hex[c & 15];
 		}
 	}
-	*out = '\0';
-	return key;
+	buffer[out] = '\0';
+	*key = strdup(out > 0 ? buffer : "_none");
+	if (*key == NULL)
+		return sbx_error_errno(error, ENOMEM, "cannot name the cache of project %.80s",
+				       project_path);
+	return 0;
 }
 
 /* True for a project id as GitLab writes it: 1 to 20 decimal digits without a leading zero. */
@@ -131,13 +139,18 @@ static int project_id_valid(const char *id)
 /*
  * Names the cache directory of SPEC's project: the owner's project id where there is one, so
  * two projects never share a cache, else the escaped project path. Ids are all digits and
- * escaped paths never are (a leading digit is escaped), so the two kinds cannot collide.
+ * escaped paths never are, so the two kinds cannot collide.
  */
-static char *cache_key(const struct sbx_job_spec *spec)
+static int cache_key(const struct sbx_job_spec *spec, char **key, struct sbx_error *error)
 {
-	if (spec->owner != NULL && project_id_valid(spec->owner->project))
-		return strdup(spec->owner->project);
-	return project_cache_key(spec->project_path);
+	if (spec->owner != NULL && project_id_valid(spec->owner->project)) {
+		*key = strdup(spec->owner->project);
+		if (*key == NULL)
+			return sbx_error_errno(error, ENOMEM, "cannot name the cache of project %s",
+					       spec->owner->project);
+		return 0;
+	}
+	return project_cache_key(spec->project_path, key, error);
 }
 
 static int make_owned_dir(const char *path, const struct sbx_id_map *ids,
@@ -177,9 +190,9 @@ static int create_directories(struct prepare *prepare, struct sbx_error *error)
 				 prepare->ids.job_uid, prepare->ids.job_gid, error) < 0)
 		return -1;
 
-	key = cache_key(spec);
-	if (key == NULL ||
-	    asprintf(&prepare->cache_dir, "%s/%s/%s", executor->cache_base, key,
+	if (cache_key(spec, &key, error) < 0)
+		return -1;
+	if (asprintf(&prepare->cache_dir, "%s/%s/%s", executor->cache_base, key,
 		     spec->protected_ref ? "protected" : "unprotected") < 0)
 		return sbx_error_errno(error, ENOMEM, "cannot prepare sandbox %s", spec->id);
 	if (make_owned_dir(prepare->cache_dir, &prepare->ids, error) < 0)

@@ -6,7 +6,9 @@ nothing but those servers (192.0.2.0/29, created and deleted by the test)."""
 
 import functools
 import http.server
+import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -406,6 +408,46 @@ class CacheIsolationTest(SbxTestCase):
         job.response = response_without_protected
         cache = self.write_cache(job)
         self.assertEqual(os.listdir(os.path.join(cache, "4244")), ["unprotected"])
+
+
+class CachePathKeyTest(SbxTestCase):
+    """Cache names from project paths, for hosts of the plugin ABI that pass no project id."""
+
+    def host(self, *args):
+        tool = os.path.join(self.build, "tests", "tools", "sbx-local-host")
+        return subprocess.run([tool, "--config", self.config_path] + list(args),
+                              capture_output=True, timeout=60)
+
+    def prepare(self, project_path):
+        sandbox_id = "t-%012x" % random.getrandbits(48)
+        result = self.host("prepare", sandbox_id, "--project", project_path)
+        self.addCleanup(self.host, "destroy", sandbox_id)
+        return sandbox_id, result
+
+    def test_long_paths_with_common_prefix(self):
+        prefix = "group/" + "a" * 194
+        caches = []
+        for suffix in ("/one", "/two"):
+            sandbox_id, result = self.prepare(prefix + suffix)
+            self.assertEqual(result.returncode, 0, result.stderr.decode(errors="replace"))
+            with open(os.path.join(self.job_dir(sandbox_id), "..", "..", "sandboxes",
+                                   sandbox_id + ".json")) as f:
+                caches.append(json.load(f)["data"]["cache_dir"])
+        self.assertNotEqual(caches[0], caches[1])
+        for cache in caches:
+            self.assertTrue(os.path.isdir(cache), cache)
+
+    def test_long_non_ascii_path_rejected(self):
+        _, result = self.prepare("group/" + "\u00e9" * 100)
+        # The host tool exits with 200 + the error class, SBX_ERROR_INVALID (5) here.
+        self.assertEqual(result.returncode, 205, result.stderr.decode(errors="replace"))
+        self.assertIn(b"too long to name a cache directory", result.stderr)
+        self.assertIn(b"project id", result.stderr)
+
+    def test_digit_path_never_matches_project_id(self):
+        sandbox_id, result = self.prepare("4242")
+        self.assertEqual(result.returncode, 0, result.stderr.decode(errors="replace"))
+        self.assertEqual(os.listdir(os.path.join(self.state_dir, "cache")), ["_34242"])
 
 
 def _walk(top):

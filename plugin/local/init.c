@@ -150,6 +150,51 @@ static int move_fd(int fd, int target)
 	return 0;
 }
 
+/* Reads env_start and env_end (fields 50 and 51 of /proc/self/stat, Linux 3.5+). */
+static int environment_area(unsigned long *start, unsigned long *end)
+{
+	char buf[4096];
+	ssize_t length;
+	const char *p;
+	int fd, field = 2;
+
+	fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	length = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (length <= 0)
+		return -1;
+	buf[length] = '\0';
+	/* The command name (field 2) may contain spaces; count fields after its ')'. */
+	p = strrchr(buf, ')');
+	if (p == NULL)
+		return -1;
+	while (*p != '\0' && field < 50) {
+		if (*p++ == ' ')
+			field++;
+	}
+	if (sscanf(p, "%lu %lu", start, end) != 2 || *end <= *start)
+		return -1;
+	return 0;
+}
+
+/*
+ * Wipes the environment inherited from the runner, which carries the job token and every job
+ * variable. clearenv() alone is not enough: /proc/<pid>/environ shows the memory the strings
+ * were first placed in, so that area and every string still listed are overwritten first.
+ */
+static void forget_environment(void)
+{
+	unsigned long start, end;
+
+	if (environment_area(&start, &end) == 0)
+		explicit_bzero((void *) start, end - start);
+	for (char **entry = environ; entry != NULL && *entry != NULL; entry++)
+		explicit_bzero(*entry, strlen(*entry));
+	clearenv();
+}
+
 static void __attribute__((noreturn)) init_main(const struct sbx_init_options *options,
 						int report_fd, int go_fd)
 {
@@ -161,6 +206,7 @@ static void __attribute__((noreturn)) init_main(const struct sbx_init_options *o
 
 	/* The host process's name would mislead anyone reading the job's process list. */
 	prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);
+	forget_environment();
 	/* prepare records the pid and fills the cgroup before it lets the init go on. */
 	if (read(go_fd, &byte, 1) != 1)
 		_exit(1);

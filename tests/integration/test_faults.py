@@ -74,6 +74,27 @@ class KilledSbxTest(SbxTestCase):
         self.assertStateEmpty()
 
 
+class InitEnvironmentTest(SbxTestCase):
+
+    def test_job_token_not_in_init_environment(self):
+        job = self.new_job()
+        attempt = self.prepared(job)
+        sandbox_id = attempt.job_env["SBX_SANDBOX_ID"]
+        pids = self.processes_of(sandbox_id)
+        self.assertTrue(pids, "no process of the sandbox runs after prepare")
+        for pid in pids:
+            with open("/proc/%d/environ" % pid, "rb") as stream:
+                environ = stream.read()
+            # assertFalse keeps the environment itself out of the failure message.
+            self.assertFalse(job.token.encode() in environ,
+                             "the job token is in /proc/%d/environ" % pid)
+            self.assertFalse(b"CUSTOM_ENV_" in environ,
+                             "job variables are in /proc/%d/environ" % pid)
+        cleanup = attempt.cleanup()
+        self.assertEqual(cleanup.returncode, 0, self.describe([cleanup]))
+        self.assertSandboxGone(sandbox_id)
+
+
 class GarbageCollectionTest(SbxTestCase):
     config_overrides = {"default_job_timeout": 3, "deadline_margin": 1}
 

@@ -29,7 +29,7 @@ static const char exec_usage[] =
 	"\n"
 	"Options:\n"
 	"  --allow ENTRY        also allow egress to ENTRY (host, *.domain, IP or CIDR, each with\n"
-	"                       an optional :port); repeatable\n"
+	"                       an optional :port); one entry per option, repeatable\n"
 	"  --image IMAGE        job image, mapped to a root file system by local.images\n"
 	"  --timeout SECONDS    stop CMD after SECONDS (default: no limit; the sandbox's\n"
 	"                       deadline is default_job_timeout)\n"

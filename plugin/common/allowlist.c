@@ -17,6 +17,8 @@
 
 /* Longest entry accepted: a host name of 253 characters plus ":65535" and some slack. */
 #define ENTRY_MAX_LENGTH 300
+/* RFC 952 and RFC 1123: a label starts and ends with a letter or digit. */
+#define LABEL_HYPHEN_REASON "a label of the name starts or ends with '-'"
 /* RFC 1035 limits on names and labels. */
 #define NAME_MAX_LENGTH 253
 #define LABEL_MAX_LENGTH 63
@@ -98,7 +100,11 @@ static const char *normalize_name(const char *name, size_t length, char *out,
 		if (c == '.') {
 			if (label_length == 0)
 				return "the name has an empty label";
+			if (out[i - 1] == '-')
+				return LABEL_HYPHEN_REASON;
 			label_length = 0;
+		} else if (c == '-' && label_length == 0) {
+			return LABEL_HYPHEN_REASON;
 		} else if (++label_length > LABEL_MAX_LENGTH) {
 			return "a label of the name is longer than 63 characters";
 		}
@@ -107,6 +113,8 @@ static const char *normalize_name(const char *name, size_t length, char *out,
 	out[length] = '\0';
 	if (label_length == 0)
 		return "the name has an empty label";
+	if (out[length - 1] == '-')
+		return LABEL_HYPHEN_REASON;
 	return NULL;
 }
 
@@ -324,6 +332,14 @@ static int parse_name(const char *entry_text, const char *name, struct sbx_allow
 	return 0;
 }
 
+/* True when HOST before its '/' is digits and dots, so the entry is meant as an IPv4 CIDR. */
+static bool looks_like_ipv4_prefix(const char *host)
+{
+	size_t length = strcspn(host, "/");
+
+	return length > 0 && strspn(host, "0123456789.") == length;
+}
+
 int sbx_allow_entry_parse(const char *text, struct sbx_allow_entry *entry,
 			  struct sbx_error *error)
 {
@@ -337,6 +353,15 @@ int sbx_allow_entry_parse(const char *text, struct sbx_allow_entry *entry,
 
 	if (length == 0)
 		return entry_error(error, text, "the entry is empty");
+	/* "a,b" is a mistake in a config list item and in --allow alike; each takes one entry. */
+	if (strpbrk(text, ", \t") != NULL)
+		return entry_error(error, text,
+				   "one entry only, without commas or white space; give each entry "
+				   "its own list item or --allow option");
+	if (strstr(text, "://") != NULL)
+		return entry_error(error, text,
+				   "write the host name without a scheme or path, e.g. "
+				   "gitlab.example.com:443");
 	if (length > ENTRY_MAX_LENGTH)
 		return entry_error(error, text, "the entry is longer than 300 characters");
 	memcpy(buffer, text, length + 1);
@@ -372,6 +397,10 @@ int sbx_allow_entry_parse(const char *text, struct sbx_allow_entry *entry,
 	if (strchr(host, ':') != NULL) {
 		if (parse_cidr(text, host, AF_INET6, &parsed, error) < 0)
 			return -1;
+	} else if (strchr(host, '/') != NULL && !looks_like_ipv4_prefix(host)) {
+		return entry_error(error, text,
+				   "write the host name without a scheme or path, e.g. "
+				   "gitlab.example.com:443");
 	} else if (strchr(host, '/') != NULL || inet_pton(AF_INET, host, parsed.address) == 1) {
 		if (parse_cidr(text, host, AF_INET, &parsed, error) < 0)
 			return -1;
@@ -389,67 +418,21 @@ static void entry_free(struct sbx_allow_entry *entry)
 	entry->host = NULL;
 }
 
-static bool is_separator(char c)
-{
-	return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 int sbx_allowlist_add(struct sbx_allowlist *list, const char *text, struct sbx_error *error)
 {
-	_cleanup_free_ struct sbx_allow_entry *parsed = NULL;
-	size_t count = 0, capacity = 0, i;
+	struct sbx_allow_entry parsed = { 0 };
 	struct sbx_allow_entry *grown;
-	const char *p = text;
 
-	/* TEXT may hold several entries separated by commas or white space (`--allow a,b`);
-	 * the list changes only when every one of them parses. */
-	while (*p != '\0') {
-		char piece[ENTRY_MAX_LENGTH + 2];
-		size_t length = 0;
-
-		while (is_separator(*p))
-			p++;
-		if (*p == '\0')
-			break;
-		while (p[length] != '\0' && !is_separator(p[length]))
-			length++;
-		if (length > ENTRY_MAX_LENGTH)
-			length = ENTRY_MAX_LENGTH + 1;
-		memcpy(piece, p, length);
-		piece[length] = '\0';
-		while (*p != '\0' && !is_separator(*p))
-			p++;
-
-		if (count == capacity) {
-			capacity = capacity == 0 ? 4 : capacity * 2;
-			grown = realloc(parsed, capacity * sizeof(*parsed));
-			if (grown == NULL) {
-				sbx_error_errno(error, ENOMEM, "allow-list");
-				goto fail;
-			}
-			parsed = grown;
-		}
-		if (sbx_allow_entry_parse(piece, &parsed[count], error) < 0)
-			goto fail;
-		count++;
-	}
-	if (count == 0)
-		return entry_error(error, text, "the entry is empty");
-
-	grown = realloc(list->entries, (list->count + count) * sizeof(*grown));
+	if (sbx_allow_entry_parse(text, &parsed, error) < 0)
+		return -1;
+	grown = realloc(list->entries, (list->count + 1) * sizeof(*grown));
 	if (grown == NULL) {
-		sbx_error_errno(error, ENOMEM, "allow-list");
-		goto fail;
+		entry_free(&parsed);
+		return sbx_error_errno(error, ENOMEM, "allow-list");
 	}
 	list->entries = grown;
-	memcpy(list->entries + list->count, parsed, count * sizeof(*parsed));
-	list->count += count;
+	list->entries[list->count++] = parsed;
 	return 0;
-
-fail:
-	for (i = 0; i < count; i++)
-		entry_free(&parsed[i]);
-	return -1;
 }
 
 void sbx_allowlist_free(struct sbx_allowlist *list)

@@ -37,7 +37,7 @@ struct sbx_allowlist {
 /* Parses one entry; the error names ENTRY and the accepted forms. */
 int sbx_allow_entry_parse(const char *text, struct sbx_allow_entry *entry,
 			  struct sbx_error *error);
-/* Appends parsed entries to LIST. */
+/* Parses one entry (as sbx_allow_entry_parse() does) and appends it to LIST. */
 int sbx_allowlist_add(struct sbx_allowlist *list, const char *text, struct sbx_error *error);
 void sbx_allowlist_free(struct sbx_allowlist *list);
 

@@ -269,9 +269,18 @@ static void fixture_start(struct fixture *fixture, const char *entries, int conn
 	struct sbx_error error = { 0 };
 
 	memset(fixture, 0, sizeof(*fixture));
-	if (entries != NULL)
-		ck_assert_msg(sbx_allowlist_add(&fixture->allow, entries, &error) == 0, "%s",
-			      error.message);
+	if (entries != NULL) {
+		/* ENTRIES is separated by ", "; sbx_allowlist_add() takes one entry per call. */
+		char *copy = strdup(entries);
+		char *saved = NULL;
+
+		ck_assert_ptr_nonnull(copy);
+		for (char *entry = strtok_r(copy, ", ", &saved); entry != NULL;
+		     entry = strtok_r(NULL, ", ", &saved))
+			ck_assert_msg(sbx_allowlist_add(&fixture->allow, entry, &error) == 0, "%s",
+				      error.message);
+		free(copy);
+	}
 	fixture->listen_fd = listen_loopback(&fixture->port, 64);
 	ck_assert_int_eq(pipe2(fixture->notice, O_CLOEXEC), 0);
 	snprintf(fixture->directory, sizeof(fixture->directory), "/tmp/sbx-test-proxy-XXXXXX");

@@ -50,76 +50,6 @@ static char *object_path(const char *group_version, const char *namespace, const
 	return path;
 }
 
-int as_template_check(struct sbx_executor *executor, const char *pool,
-		      struct json_object **template_out, struct sbx_error *error)
-{
-	_cleanup_free_ char *pool_path = NULL, *template_path = NULL;
-	struct json_object *pool_object = NULL, *template = NULL, *egress;
-	struct k8s_status status;
-	const char *template_name, *management;
-	char what[256];
-
-	pool_path = object_path(AS_EXTENSIONS_GROUP_VERSION, executor->namespace,
-				"sandboxwarmpools", pool);
-	if (pool_path == NULL)
-		return sbx_error_errno(error, ENOMEM, "warm pool %s", pool);
-	snprintf(what, sizeof(what), "get SandboxWarmPool %s/%s", executor->namespace, pool);
-	if (k8s_rest_get(executor->client, pool_path, as_deadline(30), &pool_object, &status,
-			 error) < 0) {
-		if (status.status_class == K8S_STATUS_NOT_FOUND)
-			return sbx_error_set(error, SBX_ERROR_SYSTEM,
-					     "SandboxWarmPool %s/%s not found; create it (see "
-					     "config-examples/kubernetes/warm-pool.yaml) or fix "
-					     "agent_sandbox.warm_pools",
-					     executor->namespace, pool);
-		return as_api_error(error, &status, what);
-	}
-	template_name = as_json_string(pool_object, "spec.sandboxTemplateRef.name");
-	if (template_name == NULL) {
-		json_object_put(pool_object);
-		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "SandboxWarmPool %s/%s names no spec.sandboxTemplateRef",
-				     executor->namespace, pool);
-	}
-	template_path = object_path(AS_EXTENSIONS_GROUP_VERSION, executor->namespace,
-				    "sandboxtemplates", template_name);
-	snprintf(what, sizeof(what), "get SandboxTemplate %s/%s", executor->namespace,
-		 template_name);
-	if (template_path == NULL ||
-	    k8s_rest_get(executor->client, template_path, as_deadline(30), &template, &status,
-			 error) < 0) {
-		json_object_put(pool_object);
-		if (template_path == NULL)
-			return sbx_error_errno(error, ENOMEM, "template");
-		return as_api_error(error, &status, what);
-	}
-
-	/* NetworkPolicies add up: a template policy that allows egress would widen every
-	 * job's allow-list, so only templates that leave the policy to sbx are used. */
-	management = as_json_string(template, "spec.networkPolicyManagement");
-	egress = as_json_get(template, "spec.networkPolicy.egress");
-	if (!(management != NULL && strcmp(management, "Unmanaged") == 0) &&
-	    !(egress != NULL && json_object_is_type(egress, json_type_array) &&
-	      json_object_array_length(egress) == 0)) {
-		sbx_error_set(error, SBX_ERROR_SYSTEM,
-			      "SandboxTemplate %s/%s (of warm pool %s) lets the controller manage "
-			      "a NetworkPolicy that allows egress%s, which would add to every job's "
-			      "allow-list; set spec.networkPolicyManagement: Unmanaged (or an empty "
-			      "spec.networkPolicy.egress list) in the template",
-			      executor->namespace, template_name, pool,
-			      egress == NULL ? " to every public address" : "");
-		json_object_put(template);
-		json_object_put(pool_object);
-		return -1;
-	}
-	json_object_put(pool_object);
-	if (template_out != NULL)
-		*template_out = template;
-	else
-		json_object_put(template);
-	return 0;
-}
-
 static struct json_object *claim_body(struct sbx_executor *executor,
 				      const struct as_sandbox *sandbox,
 				      const struct sbx_job_spec *spec)
@@ -439,28 +369,26 @@ static int relist_ready(void *userdata, char **resource_version, struct sbx_erro
 	return *resource_version != NULL ? 0 : -1;
 }
 
-static int fetch_bound_sandbox(struct sbx_executor *executor, struct as_sandbox *sandbox,
-			       const char *name, int *warm, char *pod_name, size_t pod_size,
-			       struct sbx_error *error)
+/* Reads the pod name from the Sandbox's pod-name annotation (the Sandbox's name when absent). */
+static int fetch_pod_name(struct sbx_executor *executor, struct as_sandbox *sandbox,
+			  char **pod_name, struct sbx_error *error)
 {
 	_cleanup_free_ char *path = object_path(AS_SANDBOX_GROUP_VERSION, sandbox->namespace,
-						"sandboxes", name);
+						"sandboxes", sandbox->sandbox);
 	struct json_object *object = NULL;
 	struct k8s_status status;
-	const char *launch, *pod;
+	const char *pod;
 	char what[300];
 
-	snprintf(what, sizeof(what), "get Sandbox %s/%s", sandbox->namespace, name);
+	snprintf(what, sizeof(what), "get Sandbox %s/%s", sandbox->namespace, sandbox->sandbox);
 	if (path == NULL)
 		return sbx_error_errno(error, ENOMEM, "%s", what);
 	if (k8s_rest_get(executor->client, path, as_deadline(30), &object, &status, error) < 0)
 		return as_api_error(error, &status, what);
-	launch = as_json_map_value(object, "metadata.labels", AS_LABEL_LAUNCH_TYPE);
-	*warm = launch != NULL && strcmp(launch, "warm") == 0;
 	pod = as_json_map_value(object, "metadata.annotations", AS_ANNOTATION_POD_NAME);
-	snprintf(pod_name, pod_size, "%s", pod != NULL && pod[0] != '\0' ? pod : name);
+	*pod_name = strdup(pod != NULL && pod[0] != '\0' ? pod : sandbox->sandbox);
 	json_object_put(object);
-	return 0;
+	return *pod_name != NULL ? 0 : sbx_error_errno(error, ENOMEM, "%s", what);
 }
 
 int as_sandbox_wait_ready(struct sbx_executor *executor, struct as_sandbox *sandbox,
@@ -512,11 +440,15 @@ int as_sandbox_wait_ready(struct sbx_executor *executor, struct as_sandbox *sand
 
 	*warm = 0;
 	if (!sandbox->direct) {
-		if (fetch_bound_sandbox(executor, sandbox, watch.sandbox_name, warm, watch.pod_name,
-					sizeof(watch.pod_name), error) < 0)
-			return -1;
+		/* A cold start creates a Sandbox named like the claim; a warm adoption binds a
+		 * pool member, which has a generated name. The pod is named like its Sandbox
+		 * unless the Sandbox's pod-name annotation says otherwise, which
+		 * as_sandbox_read_pod() checks through the pod's owner, so no GET of the Sandbox
+		 * is needed here. */
+		*warm = strcmp(watch.sandbox_name, sandbox->claim) != 0;
 		free(sandbox->sandbox);
 		sandbox->sandbox = strdup(watch.sandbox_name);
+		snprintf(watch.pod_name, sizeof(watch.pod_name), "%s", watch.sandbox_name);
 	}
 	free(sandbox->pod);
 	sandbox->pod = strdup(watch.pod_name);
@@ -525,21 +457,78 @@ int as_sandbox_wait_ready(struct sbx_executor *executor, struct as_sandbox *sand
 	return 0;
 }
 
-int as_sandbox_read_pod(struct sbx_executor *executor, struct as_sandbox *sandbox,
-			struct json_object **pod_out, struct sbx_error *error)
+/* Returns 1 when POD's controller is the Sandbox NAME. */
+static int pod_owned_by(struct json_object *pod, const char *name)
 {
-	const struct sbx_agent_sandbox_config *settings = &executor->config->agent_sandbox;
+	struct json_object *owners = as_json_get(pod, "metadata.ownerReferences");
+
+	for (size_t i = 0; owners != NULL && json_object_is_type(owners, json_type_array) &&
+			   i < json_object_array_length(owners);
+	     i++) {
+		struct json_object *owner = json_object_array_get_idx(owners, i);
+		const char *kind = as_json_string(owner, "kind");
+		const char *owner_name = as_json_string(owner, "name");
+		struct json_object *controller = as_json_get(owner, "controller");
+
+		if (kind != NULL && strcmp(kind, "Sandbox") == 0 && owner_name != NULL &&
+		    strcmp(owner_name, name) == 0 && controller != NULL &&
+		    json_object_get_boolean(controller))
+			return 1;
+	}
+	return 0;
+}
+
+static int get_pod(struct sbx_executor *executor, struct as_sandbox *sandbox,
+		   struct json_object **pod, struct k8s_status *status, struct sbx_error *error)
+{
 	_cleanup_free_ char *path = NULL;
-	struct json_object *pod = NULL, *container;
-	struct k8s_status status;
-	const char *uid, *name;
 	char what[300];
 
 	if (asprintf(&path, "/api/v1/namespaces/%s/pods/%s", sandbox->namespace, sandbox->pod) < 0)
 		return sbx_error_errno(error, ENOMEM, "pod %s", sandbox->pod);
 	snprintf(what, sizeof(what), "get pod %s/%s", sandbox->namespace, sandbox->pod);
-	if (k8s_rest_get(executor->client, path, as_deadline(30), &pod, &status, error) < 0)
-		return as_api_error(error, &status, what);
+	if (k8s_rest_get(executor->client, path, as_deadline(30), pod, status, error) < 0)
+		return as_api_error(error, status, what);
+	return 0;
+}
+
+int as_sandbox_read_pod(struct sbx_executor *executor, struct as_sandbox *sandbox,
+			struct json_object **pod_out, struct sbx_error *error)
+{
+	const struct sbx_agent_sandbox_config *settings = &executor->config->agent_sandbox;
+	struct json_object *pod = NULL, *container;
+	struct k8s_status status;
+	const char *uid, *name;
+	int owned;
+
+	memset(&status, 0, sizeof(status));
+	if (get_pod(executor, sandbox, &pod, &status, error) < 0 &&
+	    status.status_class != K8S_STATUS_NOT_FOUND)
+		return -1;
+	owned = pod != NULL && pod_owned_by(pod, sandbox->sandbox);
+	if (!owned) {
+		/* The pod named like the Sandbox is missing or belongs to another Sandbox: the
+		 * Sandbox's pod-name annotation names the right one. */
+		_cleanup_free_ char *pod_name = NULL;
+
+		json_object_put(pod);
+		pod = NULL;
+		sbx_error_clear(error);
+		if (fetch_pod_name(executor, sandbox, &pod_name, error) < 0)
+			return -1;
+		free(sandbox->pod);
+		sandbox->pod = pod_name;
+		pod_name = NULL;
+		if (get_pod(executor, sandbox, &pod, &status, error) < 0)
+			return -1;
+		if (!pod_owned_by(pod, sandbox->sandbox)) {
+			json_object_put(pod);
+			return sbx_error_set(error, SBX_ERROR_SYSTEM,
+					     "pod %s/%s is not controlled by Sandbox %s; delete "
+					     "the stray pod",
+					     sandbox->namespace, sandbox->pod, sandbox->sandbox);
+		}
+	}
 	uid = as_json_string(pod, "metadata.uid");
 	container = job_container(settings, as_json_get(pod, "spec"));
 	name = container != NULL ? as_json_string(container, "name") : NULL;

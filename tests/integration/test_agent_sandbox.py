@@ -5,10 +5,12 @@ enforced with nftables. Two test hosts in network namespaces stand for the outsi
 one on the job's allow-list, one off it (also the enforcement probe's destination)."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -104,7 +106,8 @@ class ClusterTestCase(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.work, True)
         self.cluster.clear_faults()
 
-    def write_config(self, extra="", identity="runner", probe_timeout=10, margin=3600):
+    def write_config(self, extra="", identity="runner", probe_timeout=10, margin=3600,
+                     pools=""):
         path = os.path.join(self.work, "sbx.yaml")
         with open(path, "w") as stream:
             stream.write(
@@ -121,13 +124,13 @@ class ClusterTestCase(unittest.TestCase):
                 "  warm_pools:\n"
                 "    \"*\": ci-pool\n"
                 "    \"cold/*\": cold-pool\n"
-                "    \"public/*\": public-pool\n"
+                "    \"public/*\": public-pool\n%s"
                 "  probe:\n"
                 "    destination: \"%s:8080\"\n"
                 "    timeout: %d\n%s"
                 % (os.path.abspath(BUILD), self.work, margin, ALLOWED_HOST[1],
-                   self.cluster.kubeconfig_for(identity), NS, DENIED_HOST[1], probe_timeout,
-                   extra))
+                   self.cluster.kubeconfig_for(identity), NS, pools, DENIED_HOST[1],
+                   probe_timeout, extra))
         os.chmod(path, 0o600)
         return path
 
@@ -197,6 +200,58 @@ class AgentSandboxJobTest(ClusterTestCase):
         self.assertEqual(counts.get("create sandboxclaims"), 1, counts)
         self.assertEqual(counts.get("delete sandboxclaims"), 1, counts)
         print("\nAPI requests of one job:", dict(sorted(counts.items())))
+
+    def runner_requests(self):
+        counts = {}
+        for entry in self.cluster.request_log():
+            if entry["identity"] == "runner":
+                key = "%s %s" % (entry["verb"], entry["resource"])
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def test_api_requests_per_job(self):
+        config = self.write_config()
+        # The first job reads the warm pool and remembers its template.
+        first = self.runner(config).run_job(self.job(script=["echo first"]))
+        self.assertEqual(first.status, "success", bytes(first.log).decode(errors="replace"))
+        self.cluster.reset_requests()
+        result = self.runner(config).run_job(self.job(script=["echo counted"], steps=[
+            ("second", ["echo second"]), ("third", ["echo third"])]))
+        self.assertEqual(result.status, "success", bytes(result.log).decode(errors="replace"))
+        self.assertIn(b"(warm pool hit)", bytes(result.log))
+        stages = len([r for r in result.execs if r.kind == "run"])
+        self.assertEqual(stages, 6)
+        counts = self.runner_requests()
+        # A warm hit with a per-job NetworkPolicy and PDB: the template check, the claim,
+        # its watch and the bound pod, the job's policy and PDB, the check of the other
+        # policies, one exec that sets the pod up and probes egress, one exec per stage, and
+        # the claim's deletion.
+        self.assertEqual(counts, {
+            "get sandboxtemplates": 1, "create sandboxclaims": 1, "watch sandboxclaims": 1,
+            "get pods": 1, "create networkpolicies": 1, "create poddisruptionbudgets": 1,
+            "list networkpolicies": 1, "get pods/exec": 1 + stages,
+            "delete sandboxclaims": 1})
+        self.assertEqual(sum(counts.values()), 9 + stages)
+
+    def test_remembered_template_checked_against_pod(self):
+        other = template("ci-other")
+        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxtemplates"), other)
+        self.addCleanup(self.cluster.api, "DELETE", "%s/ci-other" % (
+            EXTENSIONS_API % (NS, "sandboxtemplates")))
+        config = self.write_config()
+        memo = os.path.join(self.work, "state", "agent-sandbox", "pools", "ci-pool")
+        for remembered in ("ci-other", "public", "../bad"):
+            os.makedirs(os.path.dirname(memo), exist_ok=True)
+            with open(memo, "w") as stream:
+                stream.write(remembered)
+            self.cluster.reset_requests()
+            result = self.runner(config).run_job(self.job(script=["echo ok"]))
+            log = bytes(result.log).decode(errors="replace")
+            self.assertEqual(result.status, "success", remembered + log)
+            # Each wrong name costs a read of the pool, and the pool's template replaces it.
+            self.assertEqual(self.runner_requests().get("get sandboxwarmpools"), 1, remembered)
+            with open(memo) as stream:
+                self.assertEqual(stream.read(), "ci", remembered)
 
     def test_script_failure_keeps_exit_code(self):
         config = self.write_config()
@@ -382,6 +437,191 @@ class AgentSandboxJobTest(ClusterTestCase):
         counts = self.cluster.request_counts()
         self.assertEqual(counts.get("create sandboxclaims"), 3, counts)
         self.assertEqual(counts.get("get sandboxwarmpools"), 3, counts)
+
+    def test_job_timeout_stops_and_cleans_up(self):
+        config = self.write_config()
+        runner = self.runner(config)
+        # Cleanup starts as soon as the job times out, while `run` is still stopping the step.
+        runner.settings.build_finish_timeout = 0
+        started, started_bytes = marker("started")
+        job = self.job(timeout=12, script=[started, "sleep 779"],
+                       after_script=[marker("after")[0]])
+        result = runner.run_job(job)
+        log = bytes(result.log)
+        self.assertEqual(result.status, "timedout", log.decode(errors="replace"))
+        self.assertIn(started_bytes, log)
+        self.assertNotIn(b"after-42", log)
+        run_stages = [r.stage for r in result.execs if r.kind == "run"]
+        self.assertEqual(run_stages, ["prepare_script", "get_sources", "build_script"])
+        build = next(r for r in result.execs if r.stage == "build_script")
+        cleanup = next(r for r in result.execs if r.kind == "cleanup")
+        self.assertTrue(build.signals, "the runner must signal the timed-out run")
+        self.assertTrue(build.finished.wait(60), "the timed-out run must end")
+        self.assertLess(cleanup.start_time, build.end_time,
+                        "cleanup must start while run is still terminating")
+        self.assertEqual(cleanup.returncode, 0, cleanup.output.decode(errors="replace"))
+        self.wait_all_gone(self.sandbox_id(result))
+        self.assertEqual(self.journal_entries(), [])
+        self.cluster.wait_for(lambda: not sandbox_processes(b"sleep\x00779"), 30,
+                              message="the timed-out step to stop")
+
+    def test_prepare_retried_while_objects_terminate(self):
+        config = self.write_config()
+        # A finalizer keeps every claim of this test terminating after its deletion, and the
+        # first two attempts fail in their setup exec, after the claim, policy and PDB exist.
+        # Each failed upgrade is two requests: the exec and the GET that reads the Status.
+        # The slow PDB creation gives the holder time to reach each claim first.
+        holder = FinalizerHolder(self.cluster)
+        self.addCleanup(holder.release)
+        self.cluster.set_faults([{"type": "status", "code": 500, "times": 4,
+                                  "resource": "pods/exec", "namespace": NS},
+                                 {"type": "latency", "ms": 1000, "verb": "create",
+                                  "resource": "poddisruptionbudgets", "namespace": NS}])
+        result = self.runner(config).run_job(self.job(script=["echo third-$((6*7))"]))
+        log = bytes(result.log)
+        self.assertEqual(result.status, "success", log.decode(errors="replace"))
+        self.assertIn(b"third-42", log)
+        self.assertEqual(len(result.attempts), 3, log.decode(errors="replace"))
+        ids = [attempt.job_env["SBX_SANDBOX_ID"] for attempt in result.attempts]
+        self.assertEqual(len(set(ids)), 3, ids)
+        cleanups = [r for r in result.execs if r.kind == "cleanup"]
+        self.assertEqual(len(cleanups), 3)
+        for record in cleanups:
+            self.assertEqual(record.returncode, 0, record.output.decode(errors="replace"))
+        # Each failed attempt's claim was deleted but is still there, terminating: the next
+        # attempt and its cleanup ran beside it.
+        for sandbox_id in ids:
+            claim = self.cluster.must("GET", "%s/%s" % (CLAIMS, sandbox_id))
+            self.assertIn("deletionTimestamp", claim["metadata"], sandbox_id)
+        self.assertEqual(self.journal_entries(), [])
+        holder.release()
+        for sandbox_id in ids:
+            self.wait_all_gone(sandbox_id)
+
+    def test_killed_run_stopped_before_next_script(self):
+        config = self.write_config()
+        attempt = self.runner(config).new_attempt(self.job())
+        attempt.config()
+        attempt.prepare()
+        self.addCleanup(attempt.remove_temp_dir)
+        self.addCleanup(attempt.cleanup)
+        attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        started, started_bytes = marker("started")
+        record = attempt.start_stage("build_script", commands=[started, "sleep 781"])
+        self.assertTrue(record.wait_output(started_bytes, 30))
+        os.killpg(record.pid, signal.SIGKILL)
+        record.finished.wait(30)
+        self.assertTrue(sandbox_processes(b"sleep\x00781"), "the step must outlive a killed sbx")
+        # The first command of the next stage counts live processes running "sleep 781"
+        # (zombies have an empty command line); the [p] keeps grep itself out.
+        count = ("n=0; for f in /proc/[0-9]*/cmdline; do "
+                 "if tr '\\0' ' ' < \"$f\" 2>/dev/null | grep -q '^slee[p] 781'; then "
+                 "n=$((n + 1)); fi; done; echo leftover-count-$n")
+        after = attempt.run_stage("after_script", body=attempt.user_body([count],
+                                                                        after_script=True))
+        output = bytes(after.output)
+        self.assertIsNone(after.error, output.decode(errors="replace"))
+        self.assertIn(b"left running", output)
+        self.assertIn(b"leftover-count-0", output)
+        self.assertEqual(sandbox_processes(b"sleep\x00781"), [])
+
+
+class FinalizerHolder:
+    """Adds a finalizer to every SandboxClaim of the namespace until release(), so deleted
+    claims stay terminating with their Sandbox, pod, NetworkPolicy and PDB."""
+
+    FINALIZER = "test.sbx.dev/hold"
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.held = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.wait(0.02):
+            status, claims = self.cluster.api("GET", CLAIMS)
+            if status != 200:
+                continue
+            for claim in claims["items"]:
+                meta = claim["metadata"]
+                if meta["name"] in self.held or meta.get("deletionTimestamp"):
+                    continue
+                status, _ = self.cluster.api(
+                    "PATCH", "%s/%s" % (CLAIMS, meta["name"]),
+                    {"metadata": {"finalizers": [self.FINALIZER]}},
+                    content_type="application/merge-patch+json")
+                if status == 200:
+                    self.held.add(meta["name"])
+
+    def release(self):
+        self.stop.set()
+        self.thread.join()
+        for name in sorted(self.held):
+            self.cluster.api("PATCH", "%s/%s" % (CLAIMS, name),
+                             {"metadata": {"finalizers": None}},
+                             content_type="application/merge-patch+json")
+        self.held.clear()
+
+
+# Jobs of the parallel test; SBX_PARALLEL_JOBS lowers it on slow machines.
+PARALLEL_JOBS = int(os.environ.get("SBX_PARALLEL_JOBS", "50"))
+
+
+@require_cluster
+class AgentSandboxParallelTest(ClusterTestCase):
+    def test_parallel_jobs_stay_apart(self):
+        count = PARALLEL_JOBS
+        pools = "    \"parallel/*\": parallel-pool\n"
+        config = self.write_config(pools=pools, probe_timeout=60)
+        started = time.monotonic()
+        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxwarmpools"),
+                          warm_pool("parallel-pool", "ci", count))
+        self.addCleanup(self.cluster.api, "DELETE", "%s/parallel-pool" % EXTENSIONS_API % (
+            NS, "sandboxwarmpools"))
+        self.cluster.wait_for(lambda: self.cluster.must("GET", "%s/parallel-pool" % (
+            EXTENSIONS_API % (NS, "sandboxwarmpools"))).get("status", {}).get(
+                "readyReplicas") == count, 180, message="%d warm sandboxes" % count)
+        pool_ready = time.monotonic() - started
+
+        results = [None] * count
+        jobs = [self.job(job_id=700000 + i, image="parallel/app:1", script=[
+            "echo own-%d-$((6*7)) > /builds/own-%d" % (i, i),
+            "ls /builds /tmp | tr '\\n' ' '; echo",
+            "cat /builds/own-*"]) for i in range(count)]
+
+        def run(index):
+            results[index] = self.runner(config).run_job(jobs[index])
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(600)
+        jobs_time = time.monotonic() - started
+        print("\n%d parallel jobs: warm pool ready in %.1f s, jobs done in %.1f s"
+              % (count, pool_ready, jobs_time))
+
+        for index, result in enumerate(results):
+            log = bytes(result.log).decode(errors="replace")
+            self.assertEqual(result.status, "success", log)
+            self.assertIn("own-%d-42" % index, log)
+            self.assertEqual(set(re.findall(r"own-(\d+)", log)), {str(index)}, log)
+        ids = [self.sandbox_id(result) for result in results]
+        self.assertEqual(len(set(ids)), count)
+
+        def sbx_objects():
+            selector = "?labelSelector=sbx.dev%2Fsandbox-id"
+            return [item["metadata"]["name"] for path in (CLAIMS, POLICIES, PDBS, SANDBOXES)
+                    for item in self.cluster.must("GET", path + selector)["items"]]
+
+        self.cluster.wait_for(lambda: not sbx_objects(), 60,
+                              message="the objects of %d jobs to be deleted" % count)
+        self.assertEqual(self.claim_names(), [])
+        self.assertEqual(self.journal_entries(), [])
+        self.assertEqual(os.listdir(os.path.join(self.work, "state", "locks")), [])
 
 
 @require_cluster

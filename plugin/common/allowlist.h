@@ -75,8 +75,8 @@ bool sbx_allow_literal_is_local(const char *host, const char **reason);
 /*
  * Decides whether a resolved ADDRESS may be connected to, given how the name was allowed.
  * Loopback, link-local, unspecified, multicast, broadcast and reserved addresses are refused
- * unless a CIDR entry covers them; after a wildcard match, private ranges (RFC 1918, RFC 6598,
- * fc00::/7) are refused too unless a CIDR entry covers them. IPv4-mapped and NAT64 (64:ff9b::/96)
+ * unless an IP or CIDR entry covers them; after a wildcard match, private ranges (RFC 1918,
+ * RFC 6598, fc00::/7) are refused too unless an IP or CIDR entry covers them. IPv4-mapped and NAT64 (64:ff9b::/96)
  * IPv6 addresses are judged as the IPv4 address they carry. Returns 1 when the address is
  * permitted and 0 when not; on refusal REASON (if not NULL) gets a short ASCII reason such as
  * "loopback" or "private".

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "allowlist.h"
 #include "cgroup.h"
 #include "checks.h"
 #include "cleanup.h"
+#include "config.h"
 #include "error.h"
 #include "ids.h"
 #include "mounts.h"
@@ -238,6 +241,81 @@ static void check_gitlab_runner(struct checks *checks, const struct sbx_executor
 	report(checks, SBX_CHECK_OK, "gitlab-runner", detail, NULL);
 }
 
+/* An address range that an allow-list entry should name on purpose, not cover by accident. */
+struct sensitive_range {
+	int family;
+	unsigned char network[16];
+	unsigned prefix_length;
+	const char *what;
+};
+
+static const struct sensitive_range sensitive_ranges[] = {
+	{ AF_INET, { 127 }, 8, "all of loopback 127.0.0.0/8" },
+	{ AF_INET, { 169, 254 }, 16, "all of link-local 169.254.0.0/16, cloud metadata included" },
+	{ AF_INET6, { 0xfe, 0x80 }, 10, "all of link-local fe80::/10" },
+};
+
+/* True when the CIDR ENTRY contains every address of RANGE. */
+static bool entry_covers(const struct sbx_allow_entry *entry, const struct sensitive_range *range)
+{
+	unsigned full = entry->prefix_length / 8, rest = entry->prefix_length % 8;
+
+	if (entry->kind != SBX_ALLOW_CIDR || entry->family != range->family ||
+	    entry->prefix_length > range->prefix_length)
+		return false;
+	if (memcmp(entry->address, range->network, full) != 0)
+		return false;
+	return rest == 0 ||
+	       ((entry->address[full] ^ range->network[full]) & (0xff << (8 - rest))) == 0;
+}
+
+/*
+ * Warns about each entry of KEY's LIST that allows every address (0.0.0.0/0, ::/0) or a whole
+ * loopback or link-local range. The proxy admits those ranges only for an IP or CIDR entry, so
+ * such an entry opens the runner host's own services or the cloud metadata service to jobs.
+ */
+static int check_allow_list(struct checks *checks, const char *key,
+			    const struct sbx_string_list *list)
+{
+	int warnings = 0;
+
+	for (size_t i = 0; i < list->count; i++) {
+		struct sbx_allow_entry entry = { 0 };
+		char detail[512];
+		const char *what = NULL;
+
+		if (sbx_allow_entry_parse(list->items[i], &entry, NULL) < 0)
+			continue;
+		if (entry.kind == SBX_ALLOW_CIDR && entry.prefix_length == 0)
+			what = "every address, loopback and link-local included";
+		for (size_t r = 0; what == NULL && r < SBX_ARRAY_SIZE(sensitive_ranges); r++)
+			if (entry_covers(&entry, &sensitive_ranges[r]))
+				what = sensitive_ranges[r].what;
+		free(entry.host);
+		if (what == NULL)
+			continue;
+		snprintf(detail, sizeof(detail), "%s entry \"%s\" allows %s", key, list->items[i],
+			 what);
+		report(checks, SBX_CHECK_WARNING, "allow-lists", detail,
+		       "narrow the entry to the addresses jobs need, because with it every job "
+		       "reaches services on the runner host or the cloud metadata service");
+		warnings++;
+	}
+	return warnings;
+}
+
+static void check_allow_lists(struct checks *checks, const struct sbx_executor *executor)
+{
+	const struct sbx_network_config *network = &executor->config->network;
+	int warnings = check_allow_list(checks, "network.runner_allow", &network->runner_allow) +
+		       check_allow_list(checks, "network.user_allow", &network->user_allow);
+
+	if (warnings == 0)
+		report(checks, SBX_CHECK_OK, "allow-lists",
+		       "no entry allows every address or a whole loopback or link-local range",
+		       NULL);
+}
+
 int sbx_checks_run(struct sbx_executor *executor, sbx_check_fn callback, void *userdata,
 		   struct sbx_error *error)
 {
@@ -249,6 +327,7 @@ int sbx_checks_run(struct sbx_executor *executor, sbx_check_fn callback, void *u
 	check_seccomp(&checks);
 	check_state_dir(&checks, executor);
 	check_gitlab_runner(&checks, executor);
+	check_allow_lists(&checks, executor);
 	if (checks.failed > 0)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
 				     "%d prerequisite%s of the local backend failed", checks.failed,

@@ -450,6 +450,35 @@ class CachePathKeyTest(SbxTestCase):
         self.assertEqual(os.listdir(os.path.join(self.state_dir, "cache")), ["_34242"])
 
 
+class AllowListDoctorTest(SbxTestCase):
+    """`sbx doctor` warns about allow-list entries that open loopback or link-local."""
+
+    def doctor_lines(self, runner_allow, user_allow):
+        self.write_config(network={"allow_ci_server": False, "runner_allow": runner_allow,
+                                   "user_allow": user_allow})
+        record = self.sbx_direct(["doctor"])
+        return [line for line in bytes(record.stdout + record.stderr).decode().splitlines()
+                if "allow-lists" in line]
+
+    def test_wide_entries_named(self):
+        lines = self.doctor_lines(["0.0.0.0/0", "127.0.0.0/8", "gitlab.example.com"],
+                                  ["::/0", "169.254.0.0/15", "fe80::/9",
+                                   "::ffff:127.0.0.0/104"])
+        warned = "\n".join(lines)
+        for key, entry in [("runner_allow", "0.0.0.0/0"), ("runner_allow", "127.0.0.0/8"),
+                           ("user_allow", "::/0"), ("user_allow", "169.254.0.0/15"),
+                           ("user_allow", "fe80::/9"), ("user_allow", "::ffff:127.0.0.0/104")]:
+            self.assertIn('network.%s entry "%s" allows' % (key, entry), warned)
+        self.assertEqual(len(lines), 6, warned)
+        self.assertNotIn("gitlab.example.com", warned)
+
+    def test_narrow_entries_pass(self):
+        lines = self.doctor_lines(["127.0.0.1:8080", "127.0.0.0/9", "10.0.0.0/8"],
+                                  ["169.254.169.254/32", "192.0.2.0/24"])
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("no entry allows every address", lines[0])
+
+
 def _walk(top):
     for directory, _, files in os.walk(top):
         for name in files:

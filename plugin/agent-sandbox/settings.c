@@ -215,6 +215,14 @@ static int add_ci_server(struct sbx_allowlist *list, const char *url, struct sbx
 	if (port <= 0 || port > 65535)
 		goto invalid;
 	snprintf(entry, sizeof(entry), "%s:%d", host, port);
+	/* An address entry admits loopback and link-local (the cloud metadata service), so the
+	 * implicit CI server entry never opens them; only an explicit allow-list entry can. */
+	if (sbx_allow_literal_is_local(host, NULL)) {
+		sbx_debug("the CI server's address %s is not added to the egress policy: only an "
+			  "explicit allow-list entry admits a loopback or link-local address",
+			  entry);
+		return 0;
+	}
 	return sbx_allowlist_add(list, entry, error);
 
 invalid:

@@ -279,6 +279,32 @@ START_TEST(other_policies_within_allow_list)
 }
 END_TEST
 
+START_TEST(egress_skips_local_ci_server)
+{
+	static const char *const urls[] = { "http://127.0.0.1:9/", "http://169.254.169.254/",
+					    "https://[::1]:8443/", "http://0.0.0.0:80/" };
+	struct sbx_config *config = NULL;
+	struct sbx_allowlist list = { 0 };
+	struct sbx_error error = { 0 };
+
+	ck_assert_int_eq(sbx_config_load(NULL, &config, &error), 0);
+	config->network.allow_ci_server = 1;
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(urls); i++) {
+		ck_assert_msg(as_egress_allowlist(config, urls[i], &list, &error) == 0, "%s: %s",
+			      urls[i], error.message);
+		ck_assert_msg(list.count == 0, "%s added %zu entries", urls[i], list.count);
+		sbx_allowlist_free(&list);
+	}
+	ck_assert_int_eq(as_egress_allowlist(config, "https://gitlab-ci-token:t@192.0.2.5:8443/g",
+					     &list, &error),
+			 0);
+	ck_assert_uint_eq(list.count, 1);
+	ck_assert_uint_eq(list.entries[0].port, 8443);
+	sbx_allowlist_free(&list);
+	sbx_config_free(config);
+}
+END_TEST
+
 static Suite *agent_sandbox_suite(void)
 {
 	Suite *suite = suite_create("agent_sandbox");
@@ -294,6 +320,7 @@ static Suite *agent_sandbox_suite(void)
 	tcase_add_test(logic, name_hash_matches_controller);
 	tcase_add_test(logic, selectors_match_labels);
 	tcase_add_test(logic, other_policies_within_allow_list);
+	tcase_add_test(logic, egress_skips_local_ci_server);
 	suite_add_tcase(suite, logic);
 	return suite;
 }

@@ -390,8 +390,11 @@ class LocalPluginTest(unittest.TestCase):
         # The init forks the step straight into the stage's cgroup leaf: the step's parent is
         # PID 1 of the job, and no descriptor of the init reaches it.
         sandbox_id = self.prepare()
+        # The descriptors are read from a child that inherited the shell's: the shell's own
+        # list changes while it sets up the pipeline's pipe.
         result = self.host("exec", sandbox_id, "--", "sh", "-c",
-                           "echo $PPID; ls /proc/$$/fd | tr '\\n' ' '; echo; "
+                           "echo $PPID; sleep 30 & child=$!; "
+                           "ls /proc/$child/fd | tr '\\n' ' '; echo; kill $child; "
                            "grep '^0::' /proc/self/cgroup")
         self.assertEqual(result.returncode, 0, result.stderr)
         lines = result.stdout.decode().splitlines()

@@ -571,13 +571,26 @@ PARALLEL_JOBS = int(os.environ.get("SBX_PARALLEL_JOBS", "50"))
 
 @require_cluster
 class AgentSandboxParallelTest(ClusterTestCase):
+    def wait_pool_pods_gone(self):
+        self.cluster.wait_for(lambda: not [
+            pod for pod in self.cluster.must("GET", PODS)["items"]
+            if pod["metadata"]["name"].startswith("parallel-pool-")], 120,
+            message="the pods of parallel-pool to be deleted")
+
     def test_parallel_jobs_stay_apart(self):
         count = PARALLEL_JOBS
         pools = "    \"parallel/*\": parallel-pool\n"
         config = self.write_config(pools=pools, probe_timeout=60)
         started = time.monotonic()
+        # Pods that stop at once, so the pool's 50 pods are gone before the next test.
+        body = template("parallel")
+        body["spec"]["podTemplate"]["spec"]["terminationGracePeriodSeconds"] = 0
+        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxtemplates"), body)
+        self.addCleanup(self.cluster.api, "DELETE", "%s/parallel" % EXTENSIONS_API % (
+            NS, "sandboxtemplates"))
         self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxwarmpools"),
-                          warm_pool("parallel-pool", "ci", count))
+                          warm_pool("parallel-pool", "parallel", count))
+        self.addCleanup(self.wait_pool_pods_gone)
         self.addCleanup(self.cluster.api, "DELETE", "%s/parallel-pool" % EXTENSIONS_API % (
             NS, "sandboxwarmpools"))
         self.cluster.wait_for(lambda: self.cluster.must("GET", "%s/parallel-pool" % (

@@ -1,5 +1,6 @@
 """Faults: a killed sbx, cleanup racing a run, a crashed runner, and bad input."""
 
+import json
 import os
 import random
 import signal
@@ -104,6 +105,12 @@ class GarbageCollectionTest(SbxTestCase):
         untimed_job = self.new_job()
         untimed = self.new_attempt(untimed_job)
         untimed.config()
+        # sbx reads the timeout from runner_info.timeout first, then CI_JOB_TIMEOUT: drop both.
+        with open(untimed.response_file) as stream:
+            response = json.load(stream)
+        del response["runner_info"]["timeout"]
+        with open(untimed.response_file, "w") as stream:
+            json.dump(response, stream)
         env = [(k, v) for k, v in untimed.environment() if k != "CUSTOM_ENV_CI_JOB_TIMEOUT"]
         record = untimed.execute("prepare", self.settings.prepare_args, env=env)
         self.assertEqual(record.returncode, 0, self.describe([record]))

@@ -524,9 +524,9 @@ class AgentSandboxBench:
             "`/proc/stat`, so also the fake server's `nsenter` and everything in the pod), "
             "median of %d: `sbx gitlab run` %.0f, the plain exec %.0f. sbx's exec runs a "
             "shell wrapper in the pod (`plugin/agent-sandbox/step.c`) that stores the script "
-            "in `step_dir`, starts it detached with `setsid` and follows its log file, "
-            "checking for the status file and sleeping 0.05 s between checks (0.2 s after 20 "
-            "checks), so a stage that ends right after a check waits up to 50 ms more."
+            "in `step_dir`, starts it detached with `setsid`, copies its log file while it "
+            "runs and waits for the step's runner, its child, so it returns as soon as the "
+            "step ends. The counter covers the whole machine, so other work on it adds noise."
             % (len(run_forks), stats.median(run_forks), stats.median(tool_forks)),
             "",
         ]

@@ -16,6 +16,7 @@
 
 #include "cleanup.h"
 #include "error.h"
+#include "loader.h"
 #include "log.h"
 #include "shim.h"
 #include "util.h"
@@ -218,4 +219,30 @@ int sbx_run_in_child(sbx_child_fn fn, void *userdata, int cancel_fd, int64_t tim
 		return -1;
 	}
 	return 0;
+}
+
+int sbx_prepare_in_child(void *userdata, struct sbx_error *error)
+{
+	const struct sbx_prepare_call *call = userdata;
+	struct sbx_executor *executor = NULL;
+	int status;
+
+	if (sbx_plugin_open(call->plugin, &executor, error) < 0)
+		return -1;
+	status = call->plugin->ops->prepare(executor, call->spec, error);
+	call->plugin->ops->close(executor);
+	return status;
+}
+
+int sbx_destroy_in_child(void *userdata, struct sbx_error *error)
+{
+	const struct sbx_destroy_call *call = userdata;
+	struct sbx_executor *executor = NULL;
+	int status;
+
+	if (sbx_plugin_open(call->plugin, &executor, error) < 0)
+		return -1;
+	status = call->plugin->ops->destroy(executor, call->id, error);
+	call->plugin->ops->close(executor);
+	return status;
 }

@@ -165,42 +165,6 @@ static int parse_exec_options(int argc, char **argv, struct exec_options *option
 	return 0;
 }
 
-struct exec_prepare_call {
-	const struct sbx_plugin *plugin;
-	const struct sbx_job_spec *spec;
-};
-
-static int prepare_in_child(void *userdata, struct sbx_error *error)
-{
-	const struct exec_prepare_call *call = userdata;
-	struct sbx_executor *executor = NULL;
-	int status;
-
-	if (sbx_plugin_open(call->plugin, &executor, error) < 0)
-		return -1;
-	status = call->plugin->ops->prepare(executor, call->spec, error);
-	call->plugin->ops->close(executor);
-	return status;
-}
-
-struct exec_destroy_call {
-	const struct sbx_plugin *plugin;
-	const char *id;
-};
-
-static int destroy_in_child(void *userdata, struct sbx_error *error)
-{
-	const struct exec_destroy_call *call = userdata;
-	struct sbx_executor *executor = NULL;
-	int status;
-
-	if (sbx_plugin_open(call->plugin, &executor, error) < 0)
-		return -1;
-	status = call->plugin->ops->destroy(executor, call->id, error);
-	call->plugin->ops->close(executor);
-	return status;
-}
-
 /* Runs the command in sandbox ID; returns its status, or -1 with ERROR. */
 static int run_command(const struct sbx_plugin *plugin, const char *id,
 		       const struct exec_options *options, int *exit_status,
@@ -250,8 +214,8 @@ static int exec_in_sandbox(const struct sbx_cli *cli, struct exec_options *optio
 	struct sbx_plugin plugin = { 0 };
 	struct sbx_owner owner = { .struct_size = sizeof(owner) };
 	struct sbx_job_spec spec = { .struct_size = sizeof(spec) };
-	struct exec_prepare_call prepare_call = { .plugin = &plugin, .spec = &spec };
-	struct exec_destroy_call destroy_call = { .plugin = &plugin };
+	struct sbx_prepare_call prepare_call = { .plugin = &plugin, .spec = &spec };
+	struct sbx_destroy_call destroy_call = { .plugin = &plugin };
 	struct sbx_error error;
 	char id[SBX_ID_MAX + 1];
 	int exit_status = -1;
@@ -271,7 +235,7 @@ static int exec_in_sandbox(const struct sbx_cli *cli, struct exec_options *optio
 	spec.timeout_seconds = options->timeout;
 	spec.extra_allow = (const char *const *) options->allow.items;
 	sbx_debug("preparing sandbox %s", id);
-	if (sbx_run_in_child(prepare_in_child, &prepare_call, sbx_signals_cancel_fd(), -1,
+	if (sbx_run_in_child(sbx_prepare_in_child, &prepare_call, sbx_signals_cancel_fd(), -1,
 			     "prepare", &error) < 0) {
 		if (error.error_class == SBX_ERROR_CANCELLED) {
 			sbx_error_log("stopped by %s while preparing sandbox %s",
@@ -296,7 +260,7 @@ static int exec_in_sandbox(const struct sbx_cli *cli, struct exec_options *optio
 
 	/* Destroy even after SIGTERM, so the signal pipe must not cut it short. */
 	destroy_call.id = id;
-	if (sbx_run_in_child(destroy_in_child, &destroy_call, -1,
+	if (sbx_run_in_child(sbx_destroy_in_child, &destroy_call, -1,
 			     config->cleanup_timeout > 0 ? config->cleanup_timeout * 1000 : -1,
 			     "destroy", &error) < 0)
 		sbx_error_log("cannot destroy sandbox %s: %s; `sbx gc` destroys it after its "

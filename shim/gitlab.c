@@ -364,43 +364,6 @@ static int gitlab_config(const struct sbx_cli *cli, const struct gitlab_codes *c
 	return status;
 }
 
-/* Everything prepare needs in the child that runs the plugin call. */
-struct prepare_call {
-	const struct sbx_plugin *plugin;
-	const struct sbx_job_spec *spec;
-};
-
-static int prepare_in_child(void *userdata, struct sbx_error *error)
-{
-	const struct prepare_call *call = userdata;
-	struct sbx_executor *executor = NULL;
-	int status;
-
-	if (sbx_plugin_open(call->plugin, &executor, error) < 0)
-		return -1;
-	status = call->plugin->ops->prepare(executor, call->spec, error);
-	call->plugin->ops->close(executor);
-	return status;
-}
-
-struct destroy_call {
-	const struct sbx_plugin *plugin;
-	const char *id;
-};
-
-static int destroy_in_child(void *userdata, struct sbx_error *error)
-{
-	const struct destroy_call *call = userdata;
-	struct sbx_executor *executor = NULL;
-	int status;
-
-	if (sbx_plugin_open(call->plugin, &executor, error) < 0)
-		return -1;
-	status = call->plugin->ops->destroy(executor, call->id, error);
-	call->plugin->ops->close(executor);
-	return status;
-}
-
 struct describe_state {
 	const char *id;
 	int found;
@@ -427,7 +390,7 @@ static int describe_entry(void *userdata, const struct sbx_sandbox_info *info)
  */
 static int lookup_in_child(void *userdata, struct sbx_error *error)
 {
-	const struct destroy_call *call = userdata;
+	const struct sbx_destroy_call *call = userdata;
 	struct sbx_executor *executor = NULL;
 	struct describe_state state = { .id = call->id };
 	int status;
@@ -478,7 +441,7 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 	struct sbx_plugin plugin = { 0 };
 	struct sbx_owner owner = { .struct_size = sizeof(owner) };
 	struct sbx_job_spec spec = { .struct_size = sizeof(spec) };
-	struct prepare_call call = { .plugin = &plugin, .spec = &spec };
+	struct sbx_prepare_call call = { .plugin = &plugin, .spec = &spec };
 	struct sbx_error error;
 	const char *id = NULL;
 	struct job_response response;
@@ -535,7 +498,7 @@ static int gitlab_prepare(const struct sbx_cli *cli, const struct gitlab_codes *
 	fflush(stdout);
 
 	started = sbx_monotonic_ms();
-	if (sbx_run_in_child(prepare_in_child, &call, sbx_signals_cancel_fd(), -1,
+	if (sbx_run_in_child(sbx_prepare_in_child, &call, sbx_signals_cancel_fd(), -1,
 			     "prepare", &error) < 0) {
 		section_end();
 		if (error.error_class == SBX_ERROR_CANCELLED) {
@@ -699,7 +662,7 @@ static int gitlab_cleanup(const struct sbx_cli *cli, const struct gitlab_codes *
 {
 	struct sbx_config *config = NULL;
 	struct sbx_plugin plugin = { 0 };
-	struct destroy_call call = { .plugin = &plugin };
+	struct sbx_destroy_call call = { .plugin = &plugin };
 	struct sbx_error error;
 	const char *id = NULL;
 	int64_t started, budget_ms;
@@ -742,7 +705,7 @@ static int gitlab_cleanup(const struct sbx_cli *cli, const struct gitlab_codes *
 		if (budget_ms < 0)
 			budget_ms = 0;
 	}
-	if (sbx_run_in_child(destroy_in_child, &call, sbx_signals_cancel_fd(), budget_ms,
+	if (sbx_run_in_child(sbx_destroy_in_child, &call, sbx_signals_cancel_fd(), budget_ms,
 			     "destroy", &error) < 0) {
 		sbx_error_log("cannot destroy sandbox %s: %s; `sbx gc` destroys it after its "
 			      "deadline",

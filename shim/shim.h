@@ -52,6 +52,22 @@ typedef int (*sbx_child_fn)(void *userdata, struct sbx_error *error);
 int sbx_run_in_child(sbx_child_fn fn, void *userdata, int cancel_fd, int64_t timeout_ms,
 		     const char *what, struct sbx_error *error);
 
+/* The plugin calls that sbx makes in a child through sbx_run_in_child(). */
+struct sbx_prepare_call {
+	const struct sbx_plugin *plugin;
+	const struct sbx_job_spec *spec;
+};
+
+struct sbx_destroy_call {
+	const struct sbx_plugin *plugin;
+	const char *id;
+};
+
+/* sbx_child_fn for a struct sbx_prepare_call: opens the plugin and prepares the sandbox. */
+int sbx_prepare_in_child(void *userdata, struct sbx_error *error);
+/* sbx_child_fn for a struct sbx_destroy_call: opens the plugin and destroys the sandbox. */
+int sbx_destroy_in_child(void *userdata, struct sbx_error *error);
+
 /* Commands. ARGV[0] is the command name. */
 int sbx_command_gitlab(const struct sbx_cli *cli, int argc, char **argv);
 int sbx_command_exec(const struct sbx_cli *cli, int argc, char **argv);

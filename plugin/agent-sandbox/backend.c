@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "agent_sandbox.h"
+#include "backend.h"
 #include "error.h"
 #include "log.h"
 #include "util.h"
@@ -61,41 +62,19 @@ static int agent_sandbox_open(const struct sbx_host *host, const struct sbx_open
 			      struct sbx_executor **executor, struct sbx_error *error)
 {
 	struct sbx_executor *opened;
-	const char *config_path = NULL, *state_override = NULL;
 	char *state_dir;
-	int rc;
-
-	if (host != NULL && SBX_HAS_FIELD(host, struct sbx_host, log_level))
-		sbx_log_set_sink(host->log, host->log_userdata, (enum sbx_log_level) host->log_level);
-	if (options != NULL && SBX_HAS_FIELD(options, struct sbx_open_options, config_path))
-		config_path = options->config_path;
-	if (options != NULL && SBX_HAS_FIELD(options, struct sbx_open_options, state_dir))
-		state_override = options->state_dir;
 
 	opened = calloc(1, sizeof(*opened));
 	if (opened == NULL)
 		return sbx_error_errno(error, ENOMEM, "cannot open the agent-sandbox backend");
-	if (sbx_config_load(config_path, &opened->config, error) < 0) {
+	if (sbx_backend_open_common("agent-sandbox", host, options, &opened->config,
+				    &opened->journal, &state_dir, error) < 0) {
 		free(opened);
 		return -1;
 	}
-	if (as_settings_check(opened->config, error) < 0) {
-		sbx_config_free(opened->config);
-		free(opened);
-		return -1;
-	}
-	state_dir = state_override != NULL ? strdup(state_override)
-					   : sbx_config_state_dir(opened->config);
-	if (state_dir == NULL) {
-		sbx_config_free(opened->config);
-		free(opened);
-		return sbx_error_set(error, SBX_ERROR_INVALID,
-				     "no state directory: set state_dir in the configuration, or "
-				     "HOME or XDG_STATE_HOME in the environment");
-	}
-	rc = sbx_journal_open(state_dir, &opened->journal, error);
 	free(state_dir);
-	if (rc < 0) {
+	if (as_settings_check(opened->config, error) < 0) {
+		sbx_journal_close(&opened->journal);
 		sbx_config_free(opened->config);
 		free(opened);
 		return -1;

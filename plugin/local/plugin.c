@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "checks.h"
 #include "config.h"
 #include "error.h"
@@ -17,49 +18,26 @@ static int local_open(const struct sbx_host *host, const struct sbx_open_options
 		      struct sbx_executor **executor, struct sbx_error *error)
 {
 	struct sbx_executor *opened;
-	const char *config_path = NULL, *state_override = NULL;
 	char *state_dir;
-	int rc;
-
-	if (host != NULL && SBX_HAS_FIELD(host, struct sbx_host, log_level))
-		sbx_log_set_sink(host->log, host->log_userdata, (enum sbx_log_level) host->log_level);
-	if (options != NULL && SBX_HAS_FIELD(options, struct sbx_open_options, config_path))
-		config_path = options->config_path;
-	if (options != NULL && SBX_HAS_FIELD(options, struct sbx_open_options, state_dir))
-		state_override = options->state_dir;
 
 	opened = calloc(1, sizeof(*opened));
 	if (opened == NULL)
 		return sbx_error_errno(error, ENOMEM, "cannot open the local backend");
-	if (sbx_config_load(config_path, &opened->config, error) < 0) {
+	if (sbx_backend_open_common("local", host, options, &opened->config, &opened->journal,
+				    &state_dir, error) < 0) {
 		free(opened);
 		return -1;
 	}
-	state_dir = state_override != NULL ? strdup(state_override)
-					   : sbx_config_state_dir(opened->config);
-	if (state_dir == NULL) {
-		sbx_config_free(opened->config);
-		free(opened);
-		return sbx_error_set(error, SBX_ERROR_INVALID,
-				     "no state directory: set state_dir in the configuration, or "
-				     "HOME or XDG_STATE_HOME in the environment");
-	}
-	rc = sbx_journal_open(state_dir, &opened->journal, error);
-	if (rc == 0) {
-		if (opened->config->local.cache_dir != NULL)
-			opened->cache_base = strdup(opened->config->local.cache_dir);
-		else if (asprintf(&opened->cache_base, "%s/cache", state_dir) < 0)
-			opened->cache_base = NULL;
-		if (opened->cache_base == NULL) {
-			sbx_journal_close(&opened->journal);
-			rc = sbx_error_errno(error, ENOMEM, "cannot open the local backend");
-		}
-	}
+	if (opened->config->local.cache_dir != NULL)
+		opened->cache_base = strdup(opened->config->local.cache_dir);
+	else if (asprintf(&opened->cache_base, "%s/cache", state_dir) < 0)
+		opened->cache_base = NULL;
 	free(state_dir);
-	if (rc < 0) {
+	if (opened->cache_base == NULL) {
+		sbx_journal_close(&opened->journal);
 		sbx_config_free(opened->config);
 		free(opened);
-		return -1;
+		return sbx_error_errno(error, ENOMEM, "cannot open the local backend");
 	}
 	*executor = opened;
 	return 0;

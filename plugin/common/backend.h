@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* What every backend's open() shares: the host's log sink, the configuration, the journal. */
+/* The start of open() that every backend shares: log sink, configuration and journal. */
 #ifndef SBX_BACKEND_H
 #define SBX_BACKEND_H
 

@@ -89,7 +89,7 @@ struct job_response {
 	int64_t timeout;
 };
 
-/* Longest job timeout passed on; the configuration limits its seconds keys the same way. */
+/* Maximum job timeout passed on; the configuration limits its seconds keys the same way. */
 #define JOB_TIMEOUT_MAX INT32_MAX
 
 /* Largest response file read; it contains every job variable, file variables included. */

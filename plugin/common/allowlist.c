@@ -15,7 +15,7 @@
 	"(1-65535); write IPv6 in brackets when a port follows, e.g. [2001:db8::1]:443 or "    \
 	"[2001:db8::/32]:443"
 
-/* Longest entry accepted: a host name of 253 characters plus ":65535" and some slack. */
+/* Maximum length of an entry: a host name of 253 characters plus ":65535" and some slack. */
 #define ENTRY_MAX_LENGTH 300
 /* RFC 952 and RFC 1123: a label starts and ends with a letter or digit. */
 #define LABEL_HYPHEN_REASON "a label of the name starts or ends with '-'"
@@ -64,7 +64,7 @@ static const char *printable(const char *text, char *buffer, size_t size)
 /*
  * Normalises the LENGTH bytes of NAME into OUT (at least NAME_MAX_LENGTH + 2 bytes): lower case,
  * one trailing dot removed. Returns NULL on success, else a reason that fits a message such as
- * `host name "x": REASON`. REASON_BUFFER holds reasons that need formatting.
+ * `host name "x": REASON`. REASON_BUFFER contains reasons that need formatting.
  */
 static const char *normalize_name(const char *name, size_t length, char *out,
 				  char *reason_buffer, size_t reason_size)

@@ -277,7 +277,7 @@ int sbx_journal_lock(struct sbx_journal *journal, const char *id, int timeout_ms
 		    current.st_ino != held.st_ino || current.st_dev != held.st_dev)
 			continue;
 
-		/* The holder's pid lets a waiter that times out say who holds the lock. */
+		/* The holder's pid lets a waiter that times out name the process holding the lock. */
 		snprintf(pid, sizeof(pid), "%ld\n", (long) getpid());
 		if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, strlen(pid), 0) < 0)
 			sbx_debug("cannot record the pid in %s/%s/%s: %s", journal->state_dir,

@@ -42,8 +42,8 @@ void sbx_journal_close(struct sbx_journal *journal);
 
 /*
  * Takes the per-sandbox lock (<state_dir>/locks/<id>.lock, flock). Returns a descriptor to pass
- * to sbx_journal_unlock(), or -1. TIMEOUT_MS < 0 waits forever; on timeout the error says who
- * holds it.
+ * to sbx_journal_unlock(), or -1. TIMEOUT_MS < 0 waits forever; on timeout the error names
+ * the process that holds it.
  */
 int sbx_journal_lock(struct sbx_journal *journal, const char *id, int timeout_ms,
 		     struct sbx_error *error);

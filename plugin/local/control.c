@@ -431,7 +431,7 @@ static void close_fds(int *fds, size_t count)
 }
 
 /* Takes the descriptors of every SCM_RIGHTS message in HEADER: the first MAX into FDS, the
- * rest closed, because a descriptor nobody keeps would leak. */
+ * rest closed, because a descriptor that no caller keeps would leak. */
 static size_t take_fds(struct msghdr *header, int *fds, size_t max)
 {
 	size_t taken = 0;

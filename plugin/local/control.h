@@ -45,7 +45,7 @@ enum sbx_control_type {
 	SBX_CONTROL_STEP_EXIT = 5,
 };
 
-/* What each descriptor passed with stage-run is; the message lists them in passing order. */
+/* Role of each descriptor passed with stage-run; the message lists them in passing order. */
 enum sbx_control_fd_role {
 	SBX_CONTROL_FD_REQUEST = 1, /* sealed memfd with the step's request (stage_request.h) */
 	SBX_CONTROL_FD_CGROUP = 2, /* directory of the stage's cgroup2 leaf */
@@ -60,7 +60,7 @@ struct sbx_control_message {
 	enum sbx_control_type type;
 	/* Stage number: assigned by the init in the reply to stage-begin, sent with stage-end. */
 	int stage;
-	/* Replies: non-zero on success, else ERROR says why. */
+	/* Replies: non-zero on success, else ERROR describes the failure. */
 	int ok;
 	char error[256];
 	/* Reply to stage-run: the init cannot start steps itself; use the joining path. */

@@ -28,7 +28,7 @@
 #define INIT_READY_TIMEOUT_MS 30000
 /* Bound on waiting for another prepare, cleanup or gc of the same id. */
 #define LOCK_TIMEOUT_MS 30000
-/* Longest job timeout in seconds, the limit the configuration sets for its seconds keys. */
+/* Maximum job timeout in seconds, the limit the configuration sets for its seconds keys. */
 #define JOB_TIMEOUT_MAX INT32_MAX
 /* Directory the init assembles the new root on, inside its own mount namespace only. */
 #define STAGING_DIR "/tmp"

@@ -24,7 +24,7 @@
 #include "sbx/executor.h"
 #include "step.h"
 
-/* What the joining child needs; prepared before fork so the child does not allocate. */
+/* Data the joining child needs, prepared before fork so the child does not allocate. */
 struct sbx_stage_child {
 	pid_t init_pid;
 	int init_pidfd;

@@ -128,7 +128,7 @@ struct sbx_exec_spec {
 	uint32_t struct_size;
 	const char *id;
 	/*
-	 * What to run: either ARGV (NULL-terminated, argv[0] looked up in the sandbox's PATH),
+	 * The command: either ARGV (NULL-terminated, argv[0] looked up in the sandbox's PATH),
 	 * or SCRIPT bytes run by SHELL ("bash" or "sh"). The script is handed to the shell as a
 	 * file descriptor, never on a command line.
 	 */
@@ -213,7 +213,7 @@ struct sbx_executor_ops {
 	/* Destroys the sandbox and everything made for it. Destroying what is gone succeeds. */
 	int (*destroy)(struct sbx_executor *executor, const char *id, struct sbx_error *error);
 
-	/* Lists the sandboxes this backend's journal knows, for garbage collection. */
+	/* Lists the sandboxes in this backend's journal, for garbage collection. */
 	int (*list)(struct sbx_executor *executor, sbx_list_fn callback, void *userdata,
 		    struct sbx_error *error);
 

@@ -51,6 +51,9 @@ pkg_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 COMMON_PKGS := json-c yaml-0.1
 LOCAL_PKGS := $(COMMON_PKGS) libseccomp
 K8S_PKGS := $(COMMON_PKGS) libcurl libwebsockets openssl
+# libcurl is loaded with dlopen() on first use (plugin/agent-sandbox/k8s/curl_api.h): its
+# headers are needed to compile, its library is not linked.
+K8S_LINK_PKGS := $(filter-out libcurl,$(K8S_PKGS))
 CHECK_PKGS := check
 
 COMMON_SRC := $(wildcard plugin/common/*.c)
@@ -119,7 +122,7 @@ $(LOCAL_PLUGIN): $(LOCAL_OBJ) $(BUILD)/libsbxcommon.a
 
 $(BUILD)/sbx-agent-sandbox.so: $(K8S_OBJ) $(BUILD)/libsbxcommon.a
 	$(CC) -shared -Wl,-z,defs -Wl,--as-needed -o $@ $(K8S_OBJ) $(BUILD)/libsbxcommon.a \
-		$(LDFLAGS) $(call pkg_libs,$(K8S_PKGS)) -lpthread
+		$(LDFLAGS) $(call pkg_libs,$(K8S_LINK_PKGS)) -ldl -lpthread
 
 $(SBX): $(SHIM_OBJ) $(BUILD)/libsbxcommon.a
 	$(CC) -o $@ $(SHIM_OBJ) $(BUILD)/libsbxcommon.a $(LDFLAGS) \
@@ -131,7 +134,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libsbxlocal.a $(BUILD)/li
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $< $(BUILD)/libsbxlocal.a $(if $(K8S_SRC),$(BUILD)/libsbxk8s.a) \
 		$(BUILD)/libsbxcommon.a $(LDFLAGS) \
-		$(call pkg_libs,$(LOCAL_PKGS) $(if $(K8S_SRC),$(K8S_PKGS)) $(CHECK_PKGS)) \
+		$(call pkg_libs,$(LOCAL_PKGS) $(if $(K8S_SRC),$(K8S_LINK_PKGS)) $(CHECK_PKGS)) \
 		-lpthread -ldl
 
 # Stand-in plugins for the shim's tests. Each is named sbx-local.so in its own directory, so
@@ -186,7 +189,7 @@ $(BUILD)/tests/tools/k8s_client_tool: tests/tools/k8s_client_tool.c $(BUILD)/lib
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iplugin/agent-sandbox $(call pkg_cflags,$(K8S_PKGS)) -o $@ $< \
 		$(BUILD)/libsbxk8s.a $(BUILD)/libsbxcommon.a $(LDFLAGS) \
-		$(call pkg_libs,$(K8S_PKGS)) -lpthread
+		$(call pkg_libs,$(K8S_LINK_PKGS)) -ldl -lpthread
 
 # Fuzz targets, built with a main that replays their corpus (tests/fuzz/corpus/<name>).
 FUZZ_REPLAYS := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/%,$(FUZZ_SRC))
@@ -196,7 +199,7 @@ $(BUILD)/tests/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(BUILD)/libsbxk8s.a \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iplugin/agent-sandbox $(call pkg_cflags,$(K8S_PKGS)) -o $@ $< \
 		tests/fuzz/replay.c $(BUILD)/libsbxk8s.a $(BUILD)/libsbxcommon.a $(LDFLAGS) \
-		$(call pkg_libs,$(K8S_PKGS)) -lpthread
+		$(call pkg_libs,$(K8S_LINK_PKGS)) -ldl -lpthread
 
 unit-tests: $(UNIT_TESTS) $(TEST_PLUGINS) $(TEST_TOOLS) $(FUZZ_REPLAYS)
 

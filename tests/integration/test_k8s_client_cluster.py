@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import unittest
 
 from cluster_support import FakeCluster, create_running_pod, require_cluster, sandbox_pod
@@ -121,6 +122,30 @@ class K8sClientClusterTest(unittest.TestCase):
         self.assertEqual(summary["exit_code"], 4)
         self.assertEqual(completed.stdout, b"out\n")
         self.assertEqual(completed.stderr, b"err\n")
+
+    def test_libcurl_loaded_only_for_rest(self):
+        """Exec needs no libcurl; the first REST request loads it (dlopen)."""
+        def mapped_while_running(*args):
+            process = subprocess.Popen([TOOL, "--kubeconfig", self.cluster.kubeconfig] +
+                                       list(args), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+            try:
+                maps = ""
+                for _ in range(200):
+                    with open("/proc/%d/maps" % process.pid) as f:
+                        maps = f.read()
+                    if "libssl" in maps:
+                        break
+                    time.sleep(0.01)
+                time.sleep(0.3)
+                with open("/proc/%d/maps" % process.pid) as f:
+                    return "libcurl" in f.read()
+            finally:
+                process.wait(timeout=30)
+
+        self.assertFalse(mapped_while_running("exec", "default", "client-target", "--",
+                                              "sleep", "1"))
+        self.assertTrue(mapped_while_running("--timeout-ms", "1500", "watch", PODS, "1000"))
 
     def test_exec_stdin_v5_and_v4(self):
         data = os.urandom(700000)

@@ -281,6 +281,16 @@ class DebianPackageTest(unittest.TestCase):
         self.assertNotIn("sbx-agent-sandbox.so", contents)
         self.assertNotIn("etc/sbx/config.yaml\n", contents)
 
+    def test_agent_sandbox_package_depends_on_libcurl(self):
+        # The plugin opens libcurl.so.4 with dlopen(), which dpkg-shlibdeps cannot see.
+        depends = run(["dpkg-deb", "-f", self.debs["sbx-agent-sandbox"], "Depends"]).output
+        self.assertRegex(depends, r"(^|, )libcurl4\b", depends)
+        extract = tempfile.mkdtemp(prefix="sbx-deb-")
+        self.addCleanup(shutil.rmtree, extract, True)
+        run(["dpkg-deb", "-x", self.debs["sbx-agent-sandbox"], extract])
+        strings = run(["strings", os.path.join(extract, "usr/lib/sbx/sbx-agent-sandbox.so")])
+        self.assertIn("libcurl.so.4", strings.output.splitlines())
+
     def test_install_use_remove_purge(self):
         self.save_host_state()
         self.assertFalse(os.path.exists(STATE_DIR))

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "log.h"
 #include "util.h"
 
+#include "curl_api.h"
 #include "rest.h"
 
 /* Bodies of ordinary responses; a list of a few thousand objects stays far below. */
@@ -55,37 +55,47 @@ struct transfer {
 	char curl_error[CURL_ERROR_SIZE];
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
-
-static void curl_init(void)
-{
-	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 int k8s_client_new(struct k8s_config *config, struct k8s_client **result,
 		   struct sbx_error *error)
 {
 	struct k8s_client *client;
 
-	pthread_once(&curl_once, curl_init);
-	if (curl_init_result != CURLE_OK)
-		return sbx_error_set(error, SBX_ERROR_SYSTEM, "libcurl initialisation failed: %s",
-				     curl_easy_strerror(curl_init_result));
 	client = calloc(1, sizeof(*client));
 	if (client == NULL)
 		return sbx_error_errno(error, ENOMEM, "k8s client");
 	client->config = config;
-	client->handle = curl_easy_init();
-	client->stream_handle = curl_easy_init();
 	client->backoff_base_ms = 200;
 	client->backoff_max_ms = 5000;
 	snprintf(client->user_agent, sizeof(client->user_agent), "sbx/%s", SBX_VERSION);
-	if (client->handle == NULL || client->stream_handle == NULL) {
-		k8s_client_free(client);
-		return sbx_error_set(error, SBX_ERROR_SYSTEM, "cannot create a libcurl handle");
-	}
 	*result = client;
+	return 0;
+}
+
+/* Loads libcurl and creates the two handles on the first request (see curl_api.h). */
+static int client_handles(struct k8s_client *client, struct k8s_status *status,
+			  struct sbx_error *error)
+{
+	if (client->handle != NULL)
+		return 0;
+	memset(status, 0, sizeof(*status));
+	status->status_class = K8S_STATUS_CONNECTION;
+	status->retry_after_seconds = -1;
+	if (k8s_curl_load(error) < 0) {
+		snprintf(status->message, sizeof(status->message), "%.*s",
+			 (int) sizeof(status->message) - 1, error->message);
+		return -1;
+	}
+	client->handle = k8s_curl.easy_init();
+	client->stream_handle = k8s_curl.easy_init();
+	if (client->handle == NULL || client->stream_handle == NULL) {
+		if (client->handle != NULL)
+			k8s_curl.easy_cleanup(client->handle);
+		if (client->stream_handle != NULL)
+			k8s_curl.easy_cleanup(client->stream_handle);
+		client->handle = client->stream_handle = NULL;
+		snprintf(status->message, sizeof(status->message), "cannot create a libcurl handle");
+		return sbx_error_set(error, SBX_ERROR_SYSTEM, "%s", status->message);
+	}
 	return 0;
 }
 
@@ -94,9 +104,9 @@ void k8s_client_free(struct k8s_client *client)
 	if (client == NULL)
 		return;
 	if (client->handle != NULL)
-		curl_easy_cleanup(client->handle);
+		k8s_curl.easy_cleanup(client->handle);
 	if (client->stream_handle != NULL)
-		curl_easy_cleanup(client->stream_handle);
+		k8s_curl.easy_cleanup(client->stream_handle);
 	free(client);
 }
 
@@ -163,7 +173,7 @@ static size_t write_body(char *data, size_t size, size_t count, void *userdata)
 	if (transfer->stream != NULL) {
 		long code = 0;
 
-		curl_easy_getinfo(transfer->handle, CURLINFO_RESPONSE_CODE, &code);
+		k8s_curl.easy_getinfo(transfer->handle, CURLINFO_RESPONSE_CODE, &code);
 		if (code >= 200 && code < 300) {
 			if (transfer->stream(transfer->stream_userdata, data, length) != 0) {
 				transfer->stream_stopped = 1;
@@ -294,7 +304,7 @@ static int append_header(struct curl_slist **headers, const char *format, ...)
 	va_end(args);
 	if (n < 0)
 		return -1;
-	grown = curl_slist_append(*headers, line);
+	grown = k8s_curl.slist_append(*headers, line);
 	explicit_bzero(line, (size_t) n);
 	free(line);
 	if (grown == NULL)
@@ -310,7 +320,7 @@ static void free_headers(struct curl_slist *headers)
 	/* The list contains the bearer token. */
 	for (item = headers; item != NULL; item = item->next)
 		explicit_bzero(item->data, strlen(item->data));
-	curl_slist_free_all(headers);
+	k8s_curl.slist_free_all(headers);
 }
 
 /* Sets every option of one attempt on HANDLE, which was reset. */
@@ -323,56 +333,56 @@ static int setup_transfer(struct k8s_client *client, struct transfer *transfer,
 	CURL *h = transfer->handle;
 	struct curl_blob blob;
 
-	curl_easy_reset(h);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, transfer->curl_error);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+	k8s_curl.easy_reset(h);
+	k8s_curl.easy_setopt(h, CURLOPT_URL, url);
+	k8s_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	k8s_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https,http");
+	k8s_curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	k8s_curl.easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	k8s_curl.easy_setopt(h, CURLOPT_ERRORBUFFER, transfer->curl_error);
+	k8s_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long) (remaining_ms < CONNECT_TIMEOUT_MS ? remaining_ms
 								   : CONNECT_TIMEOUT_MS));
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) remaining_ms);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, transfer);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, read_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, transfer);
+	k8s_curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) remaining_ms);
+	k8s_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, write_body);
+	k8s_curl.easy_setopt(h, CURLOPT_WRITEDATA, transfer);
+	k8s_curl.easy_setopt(h, CURLOPT_HEADERFUNCTION, read_header);
+	k8s_curl.easy_setopt(h, CURLOPT_HEADERDATA, transfer);
 	if (sbx_log_enabled(SBX_LOG_DEBUG)) {
-		curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, debug_headers);
-		curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+		k8s_curl.easy_setopt(h, CURLOPT_DEBUGFUNCTION, debug_headers);
+		k8s_curl.easy_setopt(h, CURLOPT_VERBOSE, 1L);
 	}
 
 	if (strcmp(request->method, "GET") != 0)
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request->method);
+		k8s_curl.easy_setopt(h, CURLOPT_CUSTOMREQUEST, request->method);
 	if (request->body != NULL) {
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, request->body);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) request->body_length);
+		k8s_curl.easy_setopt(h, CURLOPT_POSTFIELDS, request->body);
+		k8s_curl.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) request->body_length);
 	}
 
 	/* TLS from the kubeconfig, all from memory. */
 	if (config->insecure_skip_tls_verify) {
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+		k8s_curl.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+		k8s_curl.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
 	} else if (config->ca_pem != NULL) {
 		blob.data = config->ca_pem;
 		blob.len = config->ca_pem_length;
 		blob.flags = CURL_BLOB_COPY;
-		curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+		k8s_curl.easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
 	}
 	if (credential->client_cert_pem != NULL) {
 		blob.data = (void *) credential->client_cert_pem;
 		blob.len = credential->client_cert_pem_length;
 		blob.flags = CURL_BLOB_COPY;
-		curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &blob);
-		curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
+		k8s_curl.easy_setopt(h, CURLOPT_SSLCERT_BLOB, &blob);
+		k8s_curl.easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
 		blob.data = (void *) credential->client_key_pem;
 		blob.len = credential->client_key_pem_length;
-		curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &blob);
-		curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
+		k8s_curl.easy_setopt(h, CURLOPT_SSLKEY_BLOB, &blob);
+		k8s_curl.easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
 	}
 	if (config->proxy_url != NULL)
-		curl_easy_setopt(h, CURLOPT_PROXY, config->proxy_url);
+		k8s_curl.easy_setopt(h, CURLOPT_PROXY, config->proxy_url);
 
 	if (append_header(&transfer->headers, "Accept: application/json") < 0 ||
 	    append_header(&transfer->headers, "User-Agent: %s", client->user_agent) < 0 ||
@@ -392,16 +402,16 @@ static int setup_transfer(struct k8s_client *client, struct transfer *transfer,
 		snprintf(connect_to, sizeof(connect_to), "%s:%d:%s%s%s:%d",
 			 config->tls_server_name, server->port, ipv6 ? "[" : "", server->host,
 			 ipv6 ? "]" : "", server->port);
-		transfer->connect_to = curl_slist_append(NULL, connect_to);
+		transfer->connect_to = k8s_curl.slist_append(NULL, connect_to);
 		if (transfer->connect_to == NULL)
 			return sbx_error_errno(error, ENOMEM, "k8s request");
-		curl_easy_setopt(h, CURLOPT_CONNECT_TO, transfer->connect_to);
+		k8s_curl.easy_setopt(h, CURLOPT_CONNECT_TO, transfer->connect_to);
 		/* The Host header names the server, as kubectl sends it. */
 		if (append_header(&transfer->headers, "Host: %s%s%s:%d", ipv6 ? "[" : "",
 				  server->host, ipv6 ? "]" : "", server->port) < 0)
 			return sbx_error_errno(error, ENOMEM, "k8s request");
 	}
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, transfer->headers);
+	k8s_curl.easy_setopt(h, CURLOPT_HTTPHEADER, transfer->headers);
 	return 0;
 }
 
@@ -416,12 +426,12 @@ static void transfer_reset(struct transfer *transfer)
 	transfer->stream_stopped = 0;
 	transfer->curl_error[0] = '\0';
 	if (transfer->handle != NULL) {
-		curl_easy_setopt(transfer->handle, CURLOPT_HTTPHEADER, NULL);
-		curl_easy_setopt(transfer->handle, CURLOPT_CONNECT_TO, NULL);
+		k8s_curl.easy_setopt(transfer->handle, CURLOPT_HTTPHEADER, NULL);
+		k8s_curl.easy_setopt(transfer->handle, CURLOPT_CONNECT_TO, NULL);
 	}
 	free_headers(transfer->headers);
 	transfer->headers = NULL;
-	curl_slist_free_all(transfer->connect_to);
+	k8s_curl.slist_free_all(transfer->connect_to);
 	transfer->connect_to = NULL;
 }
 
@@ -473,8 +483,8 @@ static int perform_once(struct k8s_client *client, struct transfer *transfer,
 			   error) < 0)
 		return -2;
 
-	code = curl_easy_perform(transfer->handle);
-	curl_easy_getinfo(transfer->handle, CURLINFO_RESPONSE_CODE, &http_code);
+	code = k8s_curl.easy_perform(transfer->handle);
+	k8s_curl.easy_getinfo(transfer->handle, CURLINFO_RESPONSE_CODE, &http_code);
 	if (code != CURLE_OK && !(transfer->stream_stopped && code == CURLE_WRITE_ERROR)) {
 		memset(status, 0, sizeof(*status));
 		status->retry_after_seconds = -1;
@@ -487,7 +497,7 @@ static int perform_once(struct k8s_client *client, struct transfer *transfer,
 		else
 			snprintf(status->message, sizeof(status->message), "%s",
 				 transfer->curl_error[0] != '\0' ? transfer->curl_error
-								 : curl_easy_strerror(code));
+								 : k8s_curl.easy_strerror(code));
 		*retryable = curl_code_retryable(code);
 		sbx_debug("k8s: %s %s -> %s (%" PRId64 " ms)", request->method, url,
 			  status->message, sbx_monotonic_ms() - start);
@@ -498,7 +508,7 @@ static int perform_once(struct k8s_client *client, struct transfer *transfer,
 			k8s_status_from_response(http_code, NULL, NULL, 0, NULL, status);
 			snprintf(status->message, sizeof(status->message), "%s",
 				 transfer->curl_error[0] != '\0' ? transfer->curl_error
-								 : curl_easy_strerror(code));
+								 : k8s_curl.easy_strerror(code));
 			return 0;
 		}
 		return -1;
@@ -629,6 +639,8 @@ int k8s_rest_request(struct k8s_client *client, const struct k8s_request *reques
 
 	if (status == NULL)
 		status = &local;
+	if (client_handles(client, status, error) < 0)
+		return -1;
 	ret = run_request(client, client->handle, request, &transfer, status, error);
 	if (ret == 0 && response != NULL) {
 		response->http_code = status->http_code;
@@ -663,6 +675,8 @@ int k8s_rest_stream(struct k8s_client *client, const char *path, const char *que
 
 	if (status == NULL)
 		status = &local;
+	if (client_handles(client, status, error) < 0)
+		return -1;
 	ret = run_request(client, client->stream_handle, &request, &transfer, status, error);
 	if (ret == 0 && transfer.stream_stopped)
 		ret = 1;

@@ -146,6 +146,12 @@ int as_template_check_pod(struct sbx_executor *executor, const char *pool, char 
 /* netpol.c */
 int as_netpol_create(struct sbx_executor *executor, struct as_sandbox *sandbox,
 		     const struct as_egress *egress, struct sbx_error *error);
+/*
+ * Direct path: makes the Sandbox the owner of its NetworkPolicy, created before the Sandbox,
+ * so the cluster deletes the policy with the Sandbox even when no journal entry is left.
+ */
+int as_netpol_adopt(struct sbx_executor *executor, struct as_sandbox *sandbox,
+		    struct sbx_error *error);
 int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbox *sandbox,
 			   struct json_object *pod, const struct as_egress *egress,
 			   struct sbx_error *error);

@@ -249,6 +249,40 @@ int as_netpol_create(struct sbx_executor *executor, struct as_sandbox *sandbox,
 	return 0;
 }
 
+int as_netpol_adopt(struct sbx_executor *executor, struct as_sandbox *sandbox,
+		    struct sbx_error *error)
+{
+	_cleanup_free_ char *path = NULL;
+	struct json_object *patch, *references;
+	struct k8s_status status;
+	char what[300];
+	int rc;
+
+	if (asprintf(&path, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/%s",
+		     sandbox->namespace, sandbox->network_policy) < 0)
+		return sbx_error_errno(error, ENOMEM, "NetworkPolicy");
+	references = as_owner_reference(sandbox);
+	patch = json_object_new_object();
+	if (references == NULL || patch == NULL) {
+		json_object_put(references);
+		json_object_put(patch);
+		return sbx_error_errno(error, ENOMEM, "NetworkPolicy");
+	}
+	json_object_object_add(as_json_object_path(patch, "metadata"), "ownerReferences",
+			       references);
+	snprintf(what, sizeof(what), "set the owner of NetworkPolicy %s/%s", sandbox->namespace,
+		 sandbox->network_policy);
+	rc = k8s_rest_merge_patch(executor->client, path, patch, as_deadline(60), NULL, &status,
+				  error);
+	json_object_put(patch);
+	if (rc < 0)
+		return as_api_error(error, &status, what);
+	sandbox->network_policy_owned = 1;
+	sbx_debug("NetworkPolicy %s is owned by Sandbox %s", sandbox->network_policy,
+		  sandbox->sandbox);
+	return 0;
+}
+
 /* ---- other policies ---- */
 
 static int labels_value(struct json_object *labels, const char *key, const char **value)

@@ -8,7 +8,8 @@
  * check that the pod comes from the checked template, the check of other policies and the
  * pod setup with the enforcement probe.
  * Direct path: the Sandbox's name is the id, so its NetworkPolicy comes first, before the pod
- * exists; then the Sandbox, its PodDisruptionBudget, Ready, and the same checks.
+ * exists; then the Sandbox, made the policy's owner at once, its PodDisruptionBudget,
+ * Ready, and the same checks.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -188,7 +189,8 @@ static int prepare_direct(struct prepare *prepare, struct sbx_error *error)
 	if (as_sandbox_create(executor, sandbox, prepare->spec, &version, error) < 0)
 		return -1;
 	sandbox->pdb_owned = 1;
-	if (record(prepare, error) < 0)
+	if (record(prepare, error) < 0 || as_netpol_adopt(executor, sandbox, error) < 0 ||
+	    record(prepare, error) < 0)
 		return -1;
 	if (sandbox->pdb != NULL && as_pdb_create(executor, sandbox, error) < 0)
 		return -1;

@@ -407,6 +407,12 @@ class AgentSandboxJobTest(ClusterTestCase):
         self.assertIs(pod_spec["automountServiceAccountToken"], False)
         self.assertEqual(sandbox["spec"]["shutdownPolicy"], "Delete")
         self.assertEqual(sandbox["metadata"]["labels"]["sbx.dev/job"], str(attempt.job.id))
+        # Created before the Sandbox, the policy is handed to it right after, so it goes with
+        # the Sandbox even if the runner host loses its state.
+        policy = self.cluster.must("GET", "%s/%s-egress" % (POLICIES, sandbox_id))
+        self.assertEqual([(o["kind"], o["name"], o["uid"])
+                          for o in policy["metadata"].get("ownerReferences", [])],
+                         [("Sandbox", sandbox_id, sandbox["metadata"]["uid"])])
         command, expected = marker("direct")
         attempt.run_stage("get_sources", body=attempt.get_sources_body())
         record = attempt.run_stage("build_script", commands=[command])

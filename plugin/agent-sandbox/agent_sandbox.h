@@ -134,14 +134,6 @@ int as_sandbox_read_pod(struct sbx_executor *executor, struct as_sandbox *sandbo
 /* Checks the template of warm pool POOL through the pool; *TEMPLATE gets it when not NULL. */
 int as_template_check(struct sbx_executor *executor, const char *pool, struct json_object **template,
 		      struct sbx_error *error);
-/* Checks the template of POOL before a claim: the remembered one when there is, otherwise
- * through the pool. *NAME gets the template's name. */
-int as_template_check_job(struct sbx_executor *executor, const char *pool, char **name,
-			  struct sbx_error *error);
-/* Checks that POD was made from template *NAME; when not, reads POOL again, checks its
- * template and replaces *NAME. */
-int as_template_check_pod(struct sbx_executor *executor, const char *pool, char **name,
-			  struct json_object *pod, const char *pod_name, struct sbx_error *error);
 
 /* netpol.c */
 int as_netpol_create(struct sbx_executor *executor, struct as_sandbox *sandbox,

@@ -128,6 +128,7 @@ static const struct verb verbs[] = {
 	{ "", "pods", "exec", "create", 0, 0 },
 	{ "networking.k8s.io", "networkpolicies", NULL, "create", 0, 0 },
 	{ "networking.k8s.io", "networkpolicies", NULL, "list", 0, 0 },
+	{ "networking.k8s.io", "networkpolicies", NULL, "patch", 1, 0 },
 	{ "networking.k8s.io", "networkpolicies", NULL, "delete", 0, 0 },
 	{ "policy", "poddisruptionbudgets", NULL, "create", 0, 1 },
 	{ "policy", "poddisruptionbudgets", NULL, "delete", 0, 1 },

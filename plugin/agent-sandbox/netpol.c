@@ -469,6 +469,47 @@ static int accepted(const struct sbx_string_list *names, const char *name)
 	return 0;
 }
 
+/*
+ * A SandboxTemplate with networkPolicyManagement Managed makes one policy for all its pods, and
+ * policies add up: egress it allows would widen every job's allow-list. So only a template
+ * that leaves the policy to sbx (Unmanaged, no policy) or whose policy allows no egress is
+ * used; agent_sandbox.accepted_policies cannot accept its policy. Checking the policy in
+ * force rather than the template also catches a template changed after its pool's sandboxes
+ * were made.
+ * Returns 1 with ERROR filled for such a policy.
+ */
+static int template_policy_allows_egress(struct sbx_executor *executor, struct json_object *policy,
+					 const struct as_sandbox *sandbox,
+					 struct sbx_error *error)
+{
+	struct json_object *owners = as_json_get(policy, "metadata.ownerReferences");
+	struct json_object *egress = as_json_get(policy, "spec.egress");
+	const char *template = NULL;
+
+	for (size_t i = 0; owners != NULL && json_object_is_type(owners, json_type_array) &&
+			   i < json_object_array_length(owners);
+	     i++) {
+		struct json_object *owner = json_object_array_get_idx(owners, i);
+		const char *kind = as_json_string(owner, "kind");
+
+		if (kind != NULL && strcmp(kind, "SandboxTemplate") == 0)
+			template = as_json_string(owner, "name");
+	}
+	if (template == NULL || egress == NULL || !json_object_is_type(egress, json_type_array) ||
+	    json_object_array_length(egress) == 0)
+		return 0;
+	sbx_error_set(error, SBX_ERROR_SYSTEM,
+		      "SandboxTemplate %s/%s%s%s lets the controller manage NetworkPolicy %s, "
+		      "which selects the job's pod %s and allows egress, which would add to every "
+		      "job's allow-list; set spec.networkPolicyManagement: Unmanaged (or an empty "
+		      "spec.networkPolicy.egress list) in the template",
+		      executor->namespace, template,
+		      sandbox->pool != NULL ? " of warm pool " : "",
+		      sandbox->pool != NULL ? sandbox->pool : "",
+		      as_json_string(policy, "metadata.name"), sandbox->pod);
+	return 1;
+}
+
 int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbox *sandbox,
 			   struct json_object *pod, const struct as_egress *egress,
 			   struct sbx_error *error)
@@ -495,6 +536,10 @@ int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbo
 			continue;
 		if (!as_selector_matches(as_json_get(policy, "spec.podSelector"), labels))
 			continue;
+		if (template_policy_allows_egress(executor, policy, sandbox, error)) {
+			json_object_put(list);
+			return -1;
+		}
 		if (as_netpol_within(policy, egress, settings->dns.allow, reason, sizeof(reason)))
 			continue;
 		if (accepted(&settings->accepted_policies, name)) {

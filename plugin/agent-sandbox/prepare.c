@@ -3,10 +3,10 @@
  * prepare: the journal entry first, then each object, recorded before it is asked for, so
  * that cleanup and `sbx gc` can delete what a half-done prepare left from the entry alone.
  *
- * Claim path: check the pool's template, create the SandboxClaim, wait for Ready, then the
- * NetworkPolicy (the adopted Sandbox's name is known only now), the PodDisruptionBudget, the
- * check that the pod comes from the checked template, the check of other policies and the
- * pod setup with the enforcement probe.
+ * Claim path: create the SandboxClaim and wait for Ready. Then the NetworkPolicy (the adopted
+ * Sandbox's name is known only now), the PodDisruptionBudget, the check of the other policies
+ * and the pod setup with the enforcement probe. The check of the other policies also covers
+ * the policy of a template that manages one.
  * Direct path: the Sandbox's name is the id, so its NetworkPolicy comes first, before the pod
  * exists; then the Sandbox, made the policy's owner at once, its PodDisruptionBudget,
  * Ready, and the same checks.
@@ -32,7 +32,6 @@ struct prepare {
 	struct sbx_allowlist allow;
 	struct as_egress egress;
 	struct json_object *pod;
-	char *template_name; /* claim path: the template the pool's sandboxes come from */
 };
 
 static int record(struct prepare *prepare, struct sbx_error *error)
@@ -151,8 +150,7 @@ static int prepare_claim(struct prepare *prepare, int *warm, struct sbx_error *e
 	_cleanup_free_ char *version = NULL;
 	char hash[9];
 
-	if (record(prepare, error) < 0 ||
-	    as_template_check_job(executor, sandbox->pool, &prepare->template_name, error) < 0)
+	if (record(prepare, error) < 0)
 		return -1;
 	if (as_sandbox_create(executor, sandbox, prepare->spec, &version, error) < 0 ||
 	    record(prepare, error) < 0)
@@ -206,7 +204,6 @@ static void prepare_clear(struct prepare *prepare)
 	sbx_allowlist_free(&prepare->allow);
 	as_egress_clear(&prepare->egress);
 	json_object_put(prepare->pod);
-	free(prepare->template_name);
 }
 
 int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
@@ -255,10 +252,6 @@ int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	ready_ms = sbx_monotonic_ms() - started;
 	if (as_sandbox_read_pod(executor, sandbox, &prepare.pod, error) < 0 ||
 	    record(&prepare, error) < 0)
-		goto fail;
-	if (!sandbox->direct &&
-	    as_template_check_pod(executor, sandbox->pool, &prepare.template_name, prepare.pod,
-				  sandbox->pod, error) < 0)
 		goto fail;
 	if (sandbox->direct)
 		launch = "direct Sandbox";

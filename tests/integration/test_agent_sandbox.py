@@ -210,10 +210,11 @@ class AgentSandboxJobTest(ClusterTestCase):
         return counts
 
     def test_api_requests_per_job(self):
+        # The first job of a fresh state directory: no request is saved for later jobs.
         config = self.write_config()
-        # The first job reads the warm pool and remembers its template.
-        first = self.runner(config).run_job(self.job(script=["echo first"]))
-        self.assertEqual(first.status, "success", bytes(first.log).decode(errors="replace"))
+        self.cluster.wait_for(lambda: self.cluster.must("GET", "%s/ci-pool" % (
+            EXTENSIONS_API % (NS, "sandboxwarmpools"))).get("status", {}).get(
+                "readyReplicas", 0) >= 1, 60, message="a ready sandbox in ci-pool")
         self.cluster.reset_requests()
         result = self.runner(config).run_job(self.job(script=["echo counted"], steps=[
             ("second", ["echo second"]), ("third", ["echo third"])]))
@@ -222,36 +223,47 @@ class AgentSandboxJobTest(ClusterTestCase):
         stages = len([r for r in result.execs if r.kind == "run"])
         self.assertEqual(stages, 6)
         counts = self.runner_requests()
-        # A warm hit with a per-job NetworkPolicy and PDB: the template check, the claim,
-        # its watch and the bound pod, the job's policy and PDB, the check of the other
-        # policies, one exec that sets the pod up and probes egress, one exec per stage, and
-        # the claim's deletion.
+        # A warm hit with a per-job NetworkPolicy and PDB: the claim, its watch and the bound
+        # pod, the job's policy and PDB, the check of the other policies (the template's
+        # among them), one exec that sets the pod up and probes egress, one exec per stage,
+        # and the claim's deletion.
         self.assertEqual(counts, {
-            "get sandboxtemplates": 1, "create sandboxclaims": 1, "watch sandboxclaims": 1,
+            "create sandboxclaims": 1, "watch sandboxclaims": 1,
             "get pods": 1, "create networkpolicies": 1, "create poddisruptionbudgets": 1,
             "list networkpolicies": 1, "get pods/exec": 1 + stages,
             "delete sandboxclaims": 1})
-        self.assertEqual(sum(counts.values()), 9 + stages)
+        self.assertEqual(sum(counts.values()), 8 + stages)
 
-    def test_remembered_template_checked_against_pod(self):
-        other = template("ci-other")
-        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxtemplates"), other)
-        self.addCleanup(self.cluster.api, "DELETE", "%s/ci-other" % (
-            EXTENSIONS_API % (NS, "sandboxtemplates")))
-        config = self.write_config()
-        memo = os.path.join(self.work, "state", "agent-sandbox", "pools", "ci-pool")
-        for remembered in ("ci-other", "public", "../bad"):
-            os.makedirs(os.path.dirname(memo), exist_ok=True)
-            with open(memo, "w") as stream:
-                stream.write(remembered)
-            self.cluster.reset_requests()
-            result = self.runner(config).run_job(self.job(script=["echo ok"]))
-            log = bytes(result.log).decode(errors="replace")
-            self.assertEqual(result.status, "success", remembered + log)
-            # Each wrong name costs a read of the pool, and the pool's template replaces it.
-            self.assertEqual(self.runner_requests().get("get sandboxwarmpools"), 1, remembered)
-            with open(memo) as stream:
-                self.assertEqual(stream.read(), "ci", remembered)
+    def test_template_made_managed_after_pool_filled_refused(self):
+        """The policy a managed template makes is checked where it is in force: on the pod."""
+        switched = template("switched")
+        templates = EXTENSIONS_API % (NS, "sandboxtemplates")
+        pools = EXTENSIONS_API % (NS, "sandboxwarmpools")
+        self.cluster.must("POST", templates, switched)
+        self.addCleanup(self.cluster.api, "DELETE", templates + "/switched")
+        self.cluster.must("POST", pools, warm_pool("switched-pool", "switched", 1))
+        self.addCleanup(self.cluster.api, "DELETE", pools + "/switched-pool")
+        config = self.write_config(pools="    \"switched/*\": switched-pool\n")
+        result = self.runner(config).run_job(self.job(image="switched/app:1",
+                                                      script=["echo ok"]))
+        self.assertEqual(result.status, "success", bytes(result.log).decode(errors="replace"))
+
+        # The pool's ready sandbox stays; the template now lets the controller manage a policy
+        # with egress rules, which selects that sandbox's pod.
+        self.cluster.must("PATCH", templates + "/switched",
+                          {"spec": {"networkPolicyManagement": "Managed", "networkPolicy": {
+                              "egress": [{"to": [{"ipBlock": {"cidr": "10.250.9.0/24"}}]}]}}},
+                          content_type="application/merge-patch+json")
+        self.cluster.wait_for(lambda: self.cluster.api(
+            "GET", POLICIES + "/switched-network-policy")[0] == 200, 10,
+            message="the template's NetworkPolicy")
+        result = self.runner(config).run_job(self.job(image="switched/app:1"))
+        log = bytes(result.log).decode(errors="replace")
+        self.assertEqual(result.status, "system_failure", log)
+        self.assertEqual([r.kind for r in result.execs if r.kind == "run"], [], log)
+        self.assertIn("SandboxTemplate ci/switched of warm pool switched-pool lets the "
+                      "controller manage NetworkPolicy switched-network-policy", log)
+        self.wait_all_gone(self.sandbox_id(result))
 
     def test_script_failure_keeps_exit_code(self):
         config = self.write_config()
@@ -434,15 +446,14 @@ class AgentSandboxJobTest(ClusterTestCase):
         self.cluster.set_faults([
             {"type": "status", "code": 429, "retryAfter": 1, "times": 2, "contentType": "text",
              "verb": "create", "resource": "sandboxclaims"},
-            {"type": "status", "code": 503, "times": 2, "verb": "get",
-             "resource": "sandboxwarmpools"},
+            {"type": "status", "code": 503, "times": 2, "verb": "get", "resource": "pods"},
         ])
         result = self.runner(config).run_job(self.job(script=["echo ok"]))
         self.assertEqual(result.status, "success", bytes(result.log).decode(errors="replace"))
         self.assertEqual(len(result.attempts), 1)
         counts = self.cluster.request_counts()
         self.assertEqual(counts.get("create sandboxclaims"), 3, counts)
-        self.assertEqual(counts.get("get sandboxwarmpools"), 3, counts)
+        self.assertEqual(counts.get("get pods"), 3, counts)
 
     def test_job_timeout_stops_and_cleans_up(self):
         config = self.write_config()
@@ -669,7 +680,8 @@ class AgentSandboxRefusalTest(ClusterTestCase):
         result = self.runner(config).run_job(self.job(image="public/app:1"))
         log = self.failed_prepare(result)
         self.assertIn("networkPolicyManagement: Unmanaged", log)
-        self.assertNotIn("create sandboxclaims", self.cluster.request_counts())
+        self.assertIn("NetworkPolicy public-network-policy", log)
+        self.wait_all_gone(self.sandbox_id(result))
 
     def test_other_policy_allowing_more_refused(self):
         policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",

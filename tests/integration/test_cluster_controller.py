@@ -2,7 +2,10 @@
 adoption and cold starts, terminal reasons, expiry, suspend, cascading deletion, and the
 PodDisruptionBudget eviction check."""
 import datetime
+import http.client
+import json
 import os
+import time
 import unittest
 
 from cluster_support import (EXTENSIONS_API, PODS_API, SANDBOX_API, FakeCluster, condition,
@@ -191,6 +194,43 @@ class ClusterControllerTest(unittest.TestCase):
         self.assertIsNone(self.get(SANDBOX_API % NS + "/" + name))
         self.assertIsNone(self.get(PODS_API % NS + "/" + name))
         self.assertFalse(os.path.exists("/proc/%d" % runtime["sandboxPid"]))
+
+    def test_warm_claim_ready_quickly(self):
+        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxtemplates"), template("tpl-quick"))
+        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxwarmpools"),
+                          pool("quick", "tpl-quick", 1))
+        pool_path = EXTENSIONS_API % (NS, "sandboxwarmpools") + "/quick"
+        claims = EXTENSIONS_API % (NS, "sandboxclaims")
+        for index in range(3):
+            self.cluster.wait_for(lambda: (self.get(pool_path).get("status") or {})
+                                  .get("readyReplicas") == 1, 15, message="pool warm-up")
+            name = "quick-%d" % index
+            version = self.cluster.state()["resourceVersion"]
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1", self.cluster.port, context=self.cluster.ssl_context("admin"),
+                timeout=15)
+            connection.request("GET", "%s?watch=1&resourceVersion=%s&fieldSelector="
+                               "metadata.name%%3D%s" % (claims, version, name))
+            response = connection.getresponse()
+            self.assertEqual(response.status, 200)
+
+            started = time.monotonic()
+            self.cluster.must("POST", claims, claim(name, "quick"))
+            ready = None
+            while ready is None:
+                line = response.readline()
+                self.assertTrue(line, "the watch ended before %s was Ready" % name)
+                event = json.loads(line)["object"]
+                if (condition(event, "Ready") or {}).get("status") == "True":
+                    ready = event
+            elapsed = time.monotonic() - started
+            connection.close()
+
+            self.assertNotEqual(ready["status"]["sandbox"]["name"], name, "not a warm hit")
+            # Generous for a test: the controller reacts to events without polling, so a
+            # warm hit takes a few milliseconds plus the HTTP round trips.
+            self.assertLess(elapsed, 1.0, "%s took %.3f s to become Ready" % (name, elapsed))
+            self.cluster.must("DELETE", claims + "/" + name)
 
     def test_cold_start_with_empty_pool(self):
         self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxtemplates"),

@@ -162,6 +162,46 @@ class ClusterNetworkPolicyTest(NetpolBase):
         self.assertEqual(log.splitlines(), ["10.250.1.2 open", "10.250.1.6 blocked"])
         self.cluster.must("DELETE", PODS_API % NS + "/early?gracePeriodSeconds=0")
 
+    def test_many_policies_enforced_promptly(self):
+        count = 50
+        for index in range(count):
+            self.cluster.must("POST", PODS_API % NS, sandbox_pod(
+                "bulk-%d" % index, labels={"bulk": "b%d" % index}))
+        self.cluster.wait_for(lambda: self.running_pods("bulk-") == count, 60, 0.2,
+                              message="%d pods to run" % count)
+        netns = {r["name"]: r["netns"] for r in self.cluster.pod_runtimes()}
+        for index in range(count):
+            self.cluster.must("POST", POLICIES, egress_policy(
+                "bulk-%d" % index, {"bulk": "b%d" % index}, CIDR_RULES))
+        created = time.monotonic()
+
+        # Generous for a test: the fake loads a burst of policies in well under a second.
+        missing = ["bulk-%d" % index for index in range(count)]
+        while missing and time.monotonic() - created < 5:
+            missing = [pod for pod in missing
+                       if "sbx_netpol" not in self.netns_tables(netns[pod])]
+        self.assertEqual(missing, [], "pods without their policy 5 s after it was created")
+        for index in range(0, count, 10):
+            pod = "bulk-%d" % index
+            self.assertIsNone(self.reach(pod, "10.250.1.6", 8080), pod)
+            self.assertEqual(self.reach(pod, "10.250.1.2", 8080), "hello allowed", pod)
+        self.assertNotIn("sbx_netpol", self.nft_tables("client"),
+                         "a pod no policy selects is not isolated")
+        self.assertEqual(connect_from_pod(self.cluster, NS, "client", "10.250.1.6", 8080,
+                                          timeout=2), "hello denied")
+        self.cluster.must("DELETE", PODS_API % NS + "?labelSelector=bulk&gracePeriodSeconds=0")
+
+    def running_pods(self, prefix):
+        pods = self.cluster.must("GET", PODS_API % NS)["items"]
+        return sum(1 for p in pods if p["metadata"]["name"].startswith(prefix)
+                   and (p.get("status") or {}).get("phase") == "Running"
+                   and p["status"].get("podIP"))
+
+    @staticmethod
+    def netns_tables(netns):
+        return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "tables"],
+                              capture_output=True, text=True, check=True).stdout
+
 
 @require_cluster
 class ClusterNetworkPolicyOffTest(NetpolBase):

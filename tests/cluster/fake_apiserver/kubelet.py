@@ -77,7 +77,9 @@ class PodRuntime:
 
     async def start(self):
         try:
-            await self._start()
+            # A pod deleted while it waited for a start slot is not started at all.
+            if not self.stopping:
+                await self._start()
         finally:
             self.start_done.set()
 
@@ -332,6 +334,10 @@ class Kubelet:
         self.status_handle = None
         self.closing = False
         self.exec_sessions = set()
+        self.starts = set()
+        # Pod starts in progress at once. Each start runs a few short processes (ip, unshare),
+        # so a handful in parallel keeps both cores busy without a fork storm.
+        self.start_slots = asyncio.Semaphore(8)
 
     def setup(self):
         self.network.setup()
@@ -379,9 +385,13 @@ class Kubelet:
             asyncio.ensure_future(self._terminate(runtime, grace))
             return
         if runtime is None and event.type == "ADDED" and not self.closing:
-            await self._admit(event.obj)
+            runtime = self._admit(event.obj)
+            # Pods start concurrently, as the kubelet's pod workers do, so one slow start
+            # does not hold back the others or the handling of later events.
+            self.starts.add(asyncio.ensure_future(self._run(runtime)))
 
-    async def _admit(self, pod):
+    def _admit(self, pod):
+        """Bind the pod to the node and register its runtime; returns the runtime."""
         meta = pod["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         if not pod["spec"].get("nodeName"):
@@ -399,8 +409,21 @@ class Kubelet:
             self.store.mutate(PODS, namespace, name, scheduled, subresource="status")
         runtime = PodRuntime(self, pod)
         self.pods[meta["uid"]] = runtime
+        return runtime
+
+    async def _run(self, runtime):
         try:
-            await runtime.start()
+            await self._start(runtime)
+        except Exception:
+            log.exception("pod %s/%s: start failed", runtime.namespace, runtime.name)
+        finally:
+            self.starts.discard(asyncio.current_task())
+
+    async def _start(self, runtime):
+        namespace, name = runtime.namespace, runtime.name
+        try:
+            async with self.start_slots:
+                await runtime.start()
         except (CommandError, OSError) as error:
             log.error("pod %s/%s: sandbox creation failed: %s", namespace, name, error)
             message = str(error)
@@ -570,6 +593,8 @@ class Kubelet:
         self.closing = True
         if self.worker:
             self.worker.cancel()
+        for task in list(self.starts):
+            task.cancel()
         for session in list(self.exec_sessions):
             session.abort()
         runtimes = list(self.pods.values())
@@ -579,4 +604,5 @@ class Kubelet:
         await asyncio.gather(*(runtime.stop(0) for runtime in runtimes),
                              return_exceptions=True)
         self.netpolicy.forget_all()
+        self.netpolicy.close()
         self.network.teardown()

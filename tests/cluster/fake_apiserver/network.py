@@ -87,7 +87,12 @@ class Network:
         prefix_len = self.cidr.prefixlen
         for argv in (
                 ("ip", "-n", self.node_netns, "link", "set", "lo", "up"),
-                ("ip", "-n", self.node_netns, "link", "add", self.bridge, "type", "bridge"),
+                # A bridge without an address of its own takes the lowest address of its
+                # ports, so it would change as pods come and go and leave the gateway's old
+                # address in the pods' neighbour caches for seconds. A fixed, locally
+                # administered address keeps the gateway where the pods expect it.
+                ("ip", "-n", self.node_netns, "link", "add", self.bridge, "address",
+                 "02:00:0a:f4:00:01", "type", "bridge"),
                 ("ip", "-n", self.node_netns, "addr", "add",
                  "%s/%d" % (self.gateway, prefix_len), "dev", self.bridge),
                 ("ip", "-n", self.node_netns, "link", "set", self.bridge, "up"),
@@ -124,18 +129,19 @@ class Network:
         address = self.allocate_ip()
         await run("ip", "netns", "add", netns)
         self.created.append(netns)
+        # Two `ip -batch` runs, one per namespace, in place of one process per command.
+        node_commands = ("link add %s type veth peer name eth0 netns %s\n"
+                         "link set %s master %s up\n"
+                         % (host_if, netns, host_if, self.bridge))
+        pod_commands = ("link set lo up\n"
+                        "addr add %s/%d dev eth0\n"
+                        "link set eth0 up\n"
+                        "route add default via %s\n"
+                        % (address, self.cidr.prefixlen, self.gateway))
         try:
-            for argv in (
-                    ("ip", "-n", netns, "link", "set", "lo", "up"),
-                    ("ip", "-n", self.node_netns, "link", "add", host_if, "type", "veth",
-                     "peer", "name", "eth0", "netns", netns),
-                    ("ip", "-n", self.node_netns, "link", "set", host_if, "master",
-                     self.bridge, "up"),
-                    ("ip", "-n", netns, "addr", "add",
-                     "%s/%d" % (address, self.cidr.prefixlen), "dev", "eth0"),
-                    ("ip", "-n", netns, "link", "set", "eth0", "up"),
-                    ("ip", "-n", netns, "route", "add", "default", "via", str(self.gateway))):
-                await run(*argv)
+            await run("ip", "-n", self.node_netns, "-batch", "-",
+                      input_data=node_commands.encode())
+            await run("ip", "-n", netns, "-batch", "-", input_data=pod_commands.encode())
         except CommandError:
             await self.remove_pod(netns, address)
             raise

@@ -147,6 +147,17 @@ class Store:
             items.append(copy.deepcopy(obj))
         return items, self.rv
 
+    def snapshot(self, key, namespace=None):
+        """Return the stored objects of one kind without copying them, in no order.
+
+        Writes replace stored objects and never change them in place, so the result stays
+        consistent while the caller yields. The caller must not modify the objects.
+        """
+        objects = self.objects[key]
+        if namespace is None:
+            return list(objects.values())
+        return [obj for (ns, _), obj in objects.items() if ns == namespace]
+
     def by_uid(self, uid):
         location = self.uids.get(uid)
         if location is None:

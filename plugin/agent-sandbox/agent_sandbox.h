@@ -178,6 +178,9 @@ int as_exec(struct sbx_executor *executor, const struct sbx_exec_spec *spec, int
 #define AS_STEP_WRAPPER_NAME_MAX 24
 const char *as_step_wrapper(size_t *length);
 void as_step_wrapper_name(char name[AS_STEP_WRAPPER_NAME_MAX]);
+/* The `sh -c` text of an exec: it runs the installed wrapper ($0), or with BOOTSTRAP reads
+ * the wrapper from stdin first ($1 its length) and installs it as $0. */
+const char *as_step_launcher(int bootstrap);
 
 /* gc.c */
 /* Deletes what SANDBOX records; objects already gone count as deleted. */

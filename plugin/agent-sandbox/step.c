@@ -52,7 +52,7 @@ static const char launcher[] =
  * dd reads one byte at a time, so it takes nothing of what follows. $(...) drops the final
  * newline, which printf puts back.
  */
-static const char bootstrap[] =
+static const char bootstrap_launcher[] =
 	"w=$(dd bs=1 count=\"$1\" 2>/dev/null) && shift && "
 	"{ (umask 077; printf '%s\\n' \"$w\" > \"$0.$$\" && mv -f \"$0.$$\" \"$0\" || "
 	"rm -f \"$0.$$\") 2>/dev/null; eval \"$w\"; }";
@@ -190,6 +190,11 @@ const char *as_step_wrapper(size_t *length)
 {
 	*length = sizeof(step_script) - 1;
 	return step_script;
+}
+
+const char *as_step_launcher(int bootstrap)
+{
+	return bootstrap ? bootstrap_launcher : launcher;
 }
 
 void as_step_wrapper_name(char name[AS_STEP_WRAPPER_NAME_MAX])
@@ -423,7 +428,7 @@ static int run_wrapper(struct step *step, const char *mode, uint64_t *forwarded,
 	snprintf(grace, sizeof(grace), "%" PRId64, step->executor->config->stop_grace);
 	argv[count++] = "sh";
 	argv[count++] = "-c";
-	argv[count++] = step->bootstrap ? bootstrap : launcher;
+	argv[count++] = as_step_launcher(step->bootstrap);
 	argv[count++] = step->wrapper_path;
 	if (step->bootstrap)
 		argv[count++] = wrapper_length;

@@ -48,9 +48,9 @@ static const char launcher[] =
 
 /*
  * For a sandbox without the installed wrapper: reads the wrapper, $1 bytes, from stdin,
- * installs it as $0 for the next steps, and runs it; the rest of stdin is the step's script.
- * dd reads one byte at a time, so it takes nothing of what follows. $(...) drops the final
- * newline, which printf puts back.
+ * installs it as $0 for the next steps, and runs it. The rest of stdin is the step's script,
+ * and dd reads one byte at a time, so it takes nothing of it. $(...) drops the final newline,
+ * which printf puts back.
  */
 static const char bootstrap_launcher[] =
 	"w=$(dd bs=1 count=\"$1\" 2>/dev/null) && shift && "

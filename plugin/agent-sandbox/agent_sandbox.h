@@ -8,6 +8,7 @@
 #ifndef SBX_AGENT_SANDBOX_H
 #define SBX_AGENT_SANDBOX_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "allowlist.h"
@@ -169,6 +170,15 @@ int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 /* step.c */
 int as_exec(struct sbx_executor *executor, const struct sbx_exec_spec *spec, int *exit_status,
 	    struct sbx_error *error);
+/* The step wrapper, which prepare installs in the step directory under the file name that
+ * as_step_wrapper_name() gives (a hash of the text: another sbx version looks for another
+ * file). */
+#define AS_STEP_WRAPPER_NAME_MAX 24
+const char *as_step_wrapper(size_t *length);
+void as_step_wrapper_name(char name[AS_STEP_WRAPPER_NAME_MAX]);
+/* The `sh -c` text of an exec: it runs the installed wrapper ($0), or with BOOTSTRAP reads
+ * the wrapper from stdin first ($1 its length) and installs it as $0. */
+const char *as_step_launcher(int bootstrap);
 
 /* gc.c */
 /* Deletes what SANDBOX records; objects already gone count as deleted. */

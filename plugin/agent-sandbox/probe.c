@@ -32,15 +32,26 @@ enum {
 
 /*
  * $1 step dir, $2 marker, $3 probe address (empty: no probe), $4 port, $5 probe seconds,
- * $6 "setup" to create the directories first (the doctor's probe pod skips it).
+ * $6 "setup" to create the directories first (the doctor's probe pod skips it), $7 the file
+ * name of the step wrapper, which setup installs in the step directory.
  * A connection attempt gives up after 2 s; "refused" and "timed out" both mean unreachable.
  */
-static const char setup_script[] =
+static const char setup_start[] =
 	"set -u\n"
-	"dir=$1 marker=$2 host=$3 port=$4 seconds=$5 setup=$6\n"
+	"dir=$1 marker=$2 host=$3 port=$4 seconds=$5 setup=$6 wrapper=$7\n"
 	"umask 077\n"
 	"if [ \"$setup\" = setup ]; then\n"
-	"  mkdir -p \"$dir\" && printf '%s' \"$marker\" > \"$dir/sandbox\" || exit 10\n"
+	"  mkdir -p \"$dir\" && printf '%s' \"$marker\" > \"$dir/sandbox\" || exit 10\n";
+
+/* Between setup_start and setup_rest: the step wrapper as a here-document, written under a
+ * temporary name and renamed, so a step finds either the whole file or none. */
+#define WRAPPER_END "SBX_STEP_WRAPPER_END"
+static const char install_start[] =
+	"  cat > \"$dir/$wrapper.tmp\" <<'" WRAPPER_END "' && mv -f \"$dir/$wrapper.tmp\" "
+	"\"$dir/$wrapper\" || exit 10\n";
+static const char install_end[] = WRAPPER_END "\n";
+
+static const char setup_rest[] =
 	"  for d in /builds /cache; do\n"
 	"    mkdir -p \"$d\" 2>/dev/null\n"
 	"    if [ ! -w \"$d\" ]; then echo \"$d\" >&2; exit 11; fi\n"
@@ -95,13 +106,31 @@ static int run_setup(struct sbx_executor *executor, const struct as_sandbox *san
 {
 	const struct sbx_agent_sandbox_probe_config *probe = &executor->config->agent_sandbox.probe;
 	_cleanup_free_ char *marker = as_sandbox_marker(sandbox);
+	_cleanup_free_ char *script = NULL;
 	char host[128] = "", port[16] = "", seconds[32];
+	char wrapper_name[AS_STEP_WRAPPER_NAME_MAX];
 	/* The script goes on stdin: exec URLs carry argv, and long URLs fail. */
 	const char *argv[] = { "sh",	"-s", "--", sandbox->step_dir, marker, host, port, seconds,
-			       setup ? "setup" : "probe", NULL };
+			       setup ? "setup" : "probe", wrapper_name, NULL };
+	size_t wrapper_length, script_length = 0;
+	const char *wrapper = as_step_wrapper(&wrapper_length);
 	char what[300];
+	FILE *out;
 
 	if (marker == NULL)
+		return sbx_error_errno(error, ENOMEM, "pod setup");
+	as_step_wrapper_name(wrapper_name);
+	out = open_memstream(&script, &script_length);
+	if (out == NULL)
+		return sbx_error_errno(error, errno, "pod setup");
+	fputs(setup_start, out);
+	if (setup) {
+		fputs(install_start, out);
+		fwrite(wrapper, 1, wrapper_length, out);
+		fputs(install_end, out);
+	}
+	fputs(setup_rest, out);
+	if (fclose(out) != 0)
 		return sbx_error_errno(error, ENOMEM, "pod setup");
 	if (probe->destination != NULL &&
 	    split_destination(probe->destination, host, sizeof(host), port, sizeof(port)) < 0)
@@ -110,7 +139,7 @@ static int run_setup(struct sbx_executor *executor, const struct as_sandbox *san
 				     probe->destination);
 	snprintf(seconds, sizeof(seconds), "%" PRId64, probe->timeout);
 	snprintf(what, sizeof(what), "exec in pod %s/%s", sandbox->namespace, sandbox->pod);
-	if (as_pod_exec_capture(executor, sandbox, argv, setup_script, sizeof(setup_script) - 1,
+	if (as_pod_exec_capture(executor, sandbox, argv, script, script_length,
 				as_deadline(probe->timeout + 60), capture, error) < 0) {
 		if (strstr(error->message, "403") != NULL)
 			return sbx_error_prefix(error, "%s: forbidden; grant the runner's identity "

@@ -6,10 +6,15 @@
  * stream breaks, sbx attaches again, resumes the output from the last byte it forwarded and
  * takes the recorded status. A step whose status cannot be had is a system failure.
  *
- * The wrapper and the script travel on the exec's stdin (counted, so both v4 and v5 streams
- * work), never on argv: argv becomes the exec URL, which must stay short, and the script contains
- * job variables. The wrapper below talks to sbx on stderr in lines "sbx-step: ..."; the step's own
- * stdout and stderr both reach the job log through the follower's stdout.
+ * The wrapper below is installed in the step directory at prepare, so each exec runs a short
+ * fixed argv and its stdin carries only the step's script. The script contains job variables,
+ * so it travels on stdin and lands in a 0600 file, never on argv (argv also becomes the exec
+ * URL, which must stay short). The wrapper reads exactly the bytes sbx sends, so one exec
+ * works on v5 streams (stdin closed after them) and on v4 streams (stdin never closed). A
+ * sandbox without the file (prepared by another sbx version) gets the wrapper on stdin in
+ * front of the script, and installs it for the next steps. The wrapper talks to sbx on stderr
+ * in lines "sbx-step: ..."; the step's own stdout and stderr both reach the job log through
+ * the follower's stdout.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,12 +39,23 @@
 /* Bound on stopping a step after a cancel or timeout, on top of stop_grace. */
 #define STOP_TIMEOUT_S 30
 #define PROTOCOL_MAX (16u << 10)
+/* The line sbx sends after the script; the wrapper reads it to know the script is whole. */
+#define END_LINE_PREFIX "sbx-end "
+
+/* $0 is the installed wrapper. Running it with `.` keeps the positional parameters. */
+static const char launcher[] =
+	"[ -r \"$0\" ] || { echo 'sbx-step: no-wrapper' >&2; exit 0; }; . \"$0\"";
 
 /*
- * Reads the wrapper, $1 bytes, from stdin and runs it; the rest of stdin is the step's script.
- * dd reads one byte at a time, so it takes nothing of what follows.
+ * For a sandbox without the installed wrapper: reads the wrapper, $1 bytes, from stdin,
+ * installs it as $0 for the next steps, and runs it. The rest of stdin is the step's script,
+ * and dd reads one byte at a time, so it takes nothing of it. $(...) drops the final newline,
+ * which printf puts back.
  */
-static const char bootstrap[] = "w=$(dd bs=1 count=\"$1\" 2>/dev/null) && shift && eval \"$w\"";
+static const char bootstrap_launcher[] =
+	"w=$(dd bs=1 count=\"$1\" 2>/dev/null) && shift && "
+	"{ (umask 077; printf '%s\\n' \"$w\" > \"$0.$$\" && mv -f \"$0.$$\" \"$0\" || "
+	"rm -f \"$0.$$\") 2>/dev/null; eval \"$w\"; }";
 
 /*
  * $1 mode (run, attach or stop), $2 step dir, $3 step name, $4 shell, $5 script length,
@@ -47,15 +63,20 @@ static const char bootstrap[] = "w=$(dd bs=1 count=\"$1\" 2>/dev/null) && shift 
  *
  * run: stops steps an earlier, killed sbx left running, stores the script from stdin, starts
  * it in its own session (a process group sbx can signal as a whole) and follows its log.
- * The ".launched" file makes a repeated run attach instead of starting the step twice.
- * The runner writes the status with one write(2) of a few bytes, so a non-empty status file
- * is a complete one ([ -s ] throughout), and no rename is needed.
+ * The script is $5 bytes followed by the line "sbx-end <step>". dd with iflag=fullblock
+ * reads exactly $5 bytes (head may read ahead), and the shell's read takes the end line, so
+ * a script cut short is never started, and nothing reads beyond what sbx sent. Each exec
+ * stores into its own file, and the ".launched" file, created with noclobber (O_EXCL), makes
+ * a repeated run attach instead of starting the step twice. The runner writes the status
+ * with one write(2) of a few bytes, so a non-empty status file is a complete one ([ -s ]
+ * throughout), and no rename is needed.
  *
- * A run waits for its own child, the runner. `wait` returns at once when the runner exits,
- * so a short step costs no polling delay. While the step runs, a ticker sends SIGURG to
- * wake the wait, and one cat then copies what the log gained. SIGURG is ignored by default,
- * so a reused pid is harmless. Fd 3 keeps the read position, so the shell needs no size
- * arithmetic. Only attach polls, because it is not the runner's parent.
+ * A run is the parent of the step's runner. It sleeps one tick in a child and waits for
+ * that child; SIGCHLD is trapped, so the runner's exit ends the wait at once, and a short
+ * step costs no polling delay. When the runner exits just before the wait begins, the tick
+ * ends it. After each tick one cat copies what the log gained: fd 3 keeps the read position,
+ * so the shell needs no size arithmetic. Only attach polls, because it is not the runner's
+ * parent.
  *
  * The leader's state comes from /proc, because a step whose parent died is reparented to the
  * container's first process, which may never reap it: kill -0 would see the zombie as alive.
@@ -67,7 +88,8 @@ static const char step_script[] =
 	"say() { printf 'sbx-step: %s\\n' \"$*\" >&2; }\n"
 	"alive() {\n"
 	"  [ -n \"$1\" ] || return 1\n"
-	"  s=$(sed -n 's/^.*) \\(.\\).*$/\\1/p' \"/proc/$1/stat\" 2>/dev/null)\n"
+	"  s=; read -r s 2>/dev/null < \"/proc/$1/stat\"\n"
+	"  s=${s##*) }; s=${s%% *}\n"
 	"  [ -n \"$s\" ] && [ \"$s\" != Z ] && [ \"$s\" != X ]\n"
 	"}\n"
 	"stop_group() {\n"
@@ -81,10 +103,7 @@ static const char step_script[] =
 	"  code=; read -r code < \"$base.status\"; say \"status $code\"; exit 0\n"
 	"}\n"
 	"m=; read -r m 2>/dev/null < \"$dir/sandbox\"\n"
-	"if [ \"$m\" != \"$marker\" ]; then\n"
-	"  [ \"$mode\" = run ] && cat >/dev/null\n"
-	"  say lost-sandbox; exit 0\n"
-	"fi\n"
+	"if [ \"$m\" != \"$marker\" ]; then say lost-sandbox; exit 0; fi\n"
 	"case $mode in\n"
 	"stop)\n"
 	"  if [ -s \"$base.pid\" ]; then read -r pg < \"$base.pid\"; stop_group \"$pg\"; fi\n"
@@ -99,34 +118,50 @@ static const char step_script[] =
 	"    if alive \"$pg\"; then say \"leftover ${other##*/}\"; stop_group \"$pg\"; fi\n"
 	"    : > \"$other.stopped\"\n"
 	"  done\n"
-	"  if [ -e \"$base.launched\" ]; then\n"
-	"    cat >/dev/null\n"
-	"  else\n"
+	"  if [ ! -e \"$base.launched\" ]; then\n"
 	"    umask 077\n"
-	"    cat > \"$base.sh\" || { say \"error: cannot write $base.sh\"; exit 0; }\n"
-	"    got=$(( $(wc -c < \"$base.sh\") ))\n"
-	"    if [ \"$got\" -ne \"$length\" ]; then\n"
-	"      rm -f \"$base.sh\"; say \"error: the script arrived truncated ($got of $length "
-	"bytes)\"; exit 0\n"
+	"    script=\"$base.$$.sh\"\n"
+	"    if ! dd bs=\"$length\" count=1 iflag=fullblock of=\"$script\" 2>/dev/null; then\n"
+	"      rm -f \"$script\"\n"
+	"      say \"error: cannot store the script in $script: dd failed (the image needs a dd "
+	"that knows iflag=fullblock, and $dir needs space)\"\n"
+	"      exit 0\n"
 	"    fi\n"
-	"    : > \"$base.log\"; : > \"$base.launched\"\n"
-	"    t=0; trap 't=1' URG\n"
-	"    setsid sh -c '\"$1\" \"$2.sh\" </dev/null >>\"$2.log\" 2>&1; echo $? > \"$2.status\"; "
-	"rm -f \"$2.sh\"' sbx-step \"$shell\" \"$base\" </dev/null >/dev/null 2>&1 &\n"
-	"    r=$!\n"
-	"    echo \"$r\" > \"$base.pid\"\n"
-	"    exec 3< \"$base.log\"\n"
-	"    [ \"$offset\" -gt 0 ] && tail -c +$((offset + 1)) <&3\n"
-	"    { i=0; while [ ! -s \"$base.status\" ]; do\n"
-	"        if [ $i -lt 20 ]; then sleep 0.05; else sleep 0.2; fi\n"
-	"        i=$((i + 1)); kill -URG $$ || exit 0\n"
-	"      done; } </dev/null >/dev/null 2>&1 3<&- &\n"
-	"    k=$!\n"
-	"    while :; do t=0; wait \"$r\"; [ $t = 1 ] || break; cat <&3; done\n"
-	"    kill \"$k\" 2>/dev/null\n"
-	"    cat <&3\n"
-	"    [ -s \"$base.status\" ] && verdict\n"
-	"    say lost; exit 0\n"
+	"    end=; read -r end\n"
+	"    if [ \"$end\" != \"" END_LINE_PREFIX "$step\" ]; then\n"
+	"      got=$(( $(wc -c < \"$script\") )); rm -f \"$script\"\n"
+	"      say \"error: the script arrived truncated ($got of $length bytes, and no end "
+	"line)\"\n"
+	"      exit 0\n"
+	"    fi\n"
+	"    set -C\n"
+	"    if { true > \"$base.launched\"; } 2>/dev/null; then\n"
+	"      set +C\n"
+	"      : > \"$base.log\"\n"
+	"      setsid sh -c '\"$1\" \"$3\" </dev/null >>\"$2.log\" 2>&1; echo $? > \"$2.status\"; "
+	"rm -f \"$3\"' sbx-step \"$shell\" \"$base\" \"$script\" </dev/null >/dev/null 2>&1 &\n"
+	"      r=$!\n"
+	"      echo \"$r\" > \"$base.pid\"\n"
+	"      exec 3< \"$base.log\"\n"
+	"      [ \"$offset\" -gt 0 ] && tail -c +$((offset + 1)) <&3\n"
+	"      trap : CHLD\n"
+	"      i=0\n"
+	"      while :; do\n"
+	"        if [ $i -lt 20 ]; then sleep 0.05 & else sleep 0.2 & fi\n"
+	"        t=$!\n"
+	"        [ -s \"$base.status\" ] || wait \"$t\"\n"
+	"        [ -s \"$base.status\" ] && break\n"
+	"        kill -0 \"$r\" 2>/dev/null || break\n"
+	"        cat <&3\n"
+	"        i=$((i + 1))\n"
+	"      done\n"
+	"      kill \"$t\" 2>/dev/null; wait \"$t\" 2>/dev/null\n"
+	"      trap - CHLD\n"
+	"      cat <&3\n"
+	"      [ -s \"$base.status\" ] && verdict\n"
+	"      say lost; exit 0\n"
+	"    fi\n"
+	"    set +C; rm -f \"$script\"\n"
 	"  fi ;;\n"
 	"attach)\n"
 	"  [ -e \"$base.launched\" ] || { say not-started; exit 0; } ;;\n"
@@ -151,6 +186,27 @@ static const char step_script[] =
 	"  if [ $n -lt 20 ]; then sleep 0.05; else sleep 0.2; fi\n"
 	"done\n";
 
+const char *as_step_wrapper(size_t *length)
+{
+	*length = sizeof(step_script) - 1;
+	return step_script;
+}
+
+const char *as_step_launcher(int bootstrap)
+{
+	return bootstrap ? bootstrap_launcher : launcher;
+}
+
+void as_step_wrapper_name(char name[AS_STEP_WRAPPER_NAME_MAX])
+{
+	/* FNV-1a: a change of the text changes the name, which is all the name has to do. */
+	uint32_t hash = 2166136261u;
+
+	for (size_t i = 0; i < sizeof(step_script) - 1; i++)
+		hash = (hash ^ (unsigned char) step_script[i]) * 16777619u;
+	snprintf(name, AS_STEP_WRAPPER_NAME_MAX, "step-%08" PRIx32 ".sh", hash);
+}
+
 enum verdict_kind {
 	VERDICT_NONE = 0, /* no verdict line: the stream broke */
 	VERDICT_STATUS,
@@ -159,6 +215,7 @@ enum verdict_kind {
 	VERDICT_NOT_STARTED,
 	VERDICT_STOPPED,
 	VERDICT_ERROR,
+	VERDICT_NO_WRAPPER, /* the installed wrapper is missing */
 };
 
 struct verdict {
@@ -174,11 +231,14 @@ struct step {
 	char name[48];
 	char *payload;
 	size_t payload_length;
-	/* The wrapper followed by the payload: the stdin of a run. */
+	/* The wrapper, the payload and the end line: the stdin of a run through the bootstrap.
+	 * A run through the installed wrapper sends the part after the wrapper. */
 	char *input;
 	size_t input_length;
 	const char *shell;
 	char *marker;
+	char *wrapper_path;
+	int bootstrap; /* the installed wrapper is missing: send it with each exec */
 	int64_t deadline; /* 0: none */
 };
 
@@ -212,6 +272,7 @@ static int build_payload(struct step *step, struct sbx_error *error)
 {
 	const struct sbx_exec_spec *spec = step->spec;
 	const char *cwd = spec->cwd != NULL ? spec->cwd : "/builds";
+	_cleanup_free_ char *end = NULL;
 	char *buffer = NULL;
 	size_t length = 0;
 	FILE *out = open_memstream(&buffer, &length);
@@ -252,12 +313,15 @@ static int build_payload(struct step *step, struct sbx_error *error)
 	}
 	step->payload = buffer;
 	step->payload_length = length;
-	step->input_length = sizeof(step_script) - 1 + length;
+	if (asprintf(&end, END_LINE_PREFIX "%s\n", step->name) < 0)
+		return sbx_error_errno(error, ENOMEM, "step %s", step->name);
+	step->input_length = sizeof(step_script) - 1 + length + strlen(end);
 	step->input = malloc(step->input_length);
 	if (step->input == NULL)
 		return sbx_error_errno(error, ENOMEM, "step %s", step->name);
 	memcpy(step->input, step_script, sizeof(step_script) - 1);
 	memcpy(step->input + sizeof(step_script) - 1, buffer, length);
+	memcpy(step->input + sizeof(step_script) - 1 + length, end, strlen(end));
 	return 0;
 }
 
@@ -290,6 +354,8 @@ static void parse_verdict(const char *text, struct verdict *verdict)
 				verdict->kind = VERDICT_NOT_STARTED;
 			} else if (strcmp(body, "stopped") == 0) {
 				verdict->kind = VERDICT_STOPPED;
+			} else if (strcmp(body, "no-wrapper") == 0) {
+				verdict->kind = VERDICT_NO_WRAPPER;
 			} else if (strncmp(body, "error: ", 7) == 0) {
 				verdict->kind = VERDICT_ERROR;
 				snprintf(verdict->message, sizeof(verdict->message), "%s", body + 7);
@@ -335,19 +401,15 @@ static int run_wrapper(struct step *step, const char *mode, uint64_t *forwarded,
 	_cleanup_close_ int protocol_fd = memfd_create("sbx-step-protocol", MFD_CLOEXEC);
 	char length[32], offset[32], grace[32];
 	char wrapper_length[32];
-	const char *argv[] = { "sh",	  "-c",		 bootstrap,   "sbx-step", wrapper_length,
-			       mode,	  sandbox->step_dir, step->name, step->shell, length,
-			       offset,	  step->marker,	 grace,	      NULL };
+	const char *argv[16];
+	size_t count = 0, skip = step->bootstrap ? 0 : sizeof(step_script) - 1;
 	int run = strcmp(mode, "run") == 0;
 	struct k8s_exec_options options = {
 		.namespace = sandbox->namespace,
 		.pod = sandbox->pod,
 		.container = sandbox->container,
 		.argv = argv,
-		.stdin_mode = K8S_EXEC_STDIN_COUNTED,
-		.stdin_data = run ? step->input : step_script,
 		.stdin_fd = -1,
-		.stdin_length = run ? step->input_length : sizeof(step_script) - 1,
 		.stdout_fd = spec->stdout_fd,
 		.stderr_fd = protocol_fd,
 		.cancel_fd = cancel_fd,
@@ -364,6 +426,34 @@ static int run_wrapper(struct step *step, const char *mode, uint64_t *forwarded,
 	snprintf(length, sizeof(length), "%zu", step->payload_length);
 	snprintf(offset, sizeof(offset), "%" PRIu64, *forwarded);
 	snprintf(grace, sizeof(grace), "%" PRId64, step->executor->config->stop_grace);
+	argv[count++] = "sh";
+	argv[count++] = "-c";
+	argv[count++] = as_step_launcher(step->bootstrap);
+	argv[count++] = step->wrapper_path;
+	if (step->bootstrap)
+		argv[count++] = wrapper_length;
+	argv[count++] = mode;
+	argv[count++] = sandbox->step_dir;
+	argv[count++] = step->name;
+	argv[count++] = step->shell;
+	argv[count++] = length;
+	argv[count++] = offset;
+	argv[count++] = step->marker;
+	argv[count++] = grace;
+	argv[count] = NULL;
+	/* The wrapper reads exactly what it is sent (see above), so stdin needs no remote head.
+	 * Attach and stop read nothing but the wrapper, when it is not installed. */
+	if (run) {
+		options.stdin_mode = K8S_EXEC_STDIN_EXACT;
+		options.stdin_data = step->input + skip;
+		options.stdin_length = step->input_length - skip;
+	} else if (step->bootstrap) {
+		options.stdin_mode = K8S_EXEC_STDIN_EXACT;
+		options.stdin_data = step_script;
+		options.stdin_length = sizeof(step_script) - 1;
+	} else {
+		options.stdin_mode = K8S_EXEC_STDIN_NONE;
+	}
 
 	memset(&result, 0, sizeof(result));
 	rc = k8s_exec_run(step->executor->client, &options, &result, error);
@@ -372,6 +462,13 @@ static int run_wrapper(struct step *step, const char *mode, uint64_t *forwarded,
 	if (read_memfd(protocol_fd, protocol, sizeof(protocol)) < 0)
 		protocol[0] = '\0';
 	parse_verdict(protocol, verdict);
+	if (rc == 0 && verdict->kind == VERDICT_NO_WRAPPER && !step->bootstrap) {
+		sbx_info("pod %s has no %s (its sandbox was prepared by another sbx version); "
+			 "sending the wrapper with the exec",
+			 sandbox->pod, step->wrapper_path);
+		step->bootstrap = 1;
+		return run_wrapper(step, mode, forwarded, cancel_fd, deadline, verdict, error);
+	}
 	return rc;
 }
 
@@ -520,6 +617,7 @@ int as_exec(struct sbx_executor *executor, const struct sbx_exec_spec *spec, int
 {
 	struct step step;
 	char random[9];
+	char wrapper_name[AS_STEP_WRAPPER_NAME_MAX];
 	int rc;
 
 	if (spec == NULL || !sbx_id_valid(spec->id))
@@ -542,8 +640,11 @@ int as_exec(struct sbx_executor *executor, const struct sbx_exec_spec *spec, int
 		     : spec->shell != NULL && strcmp(spec->shell, "sh") == 0 ? "sh"
 									    : "bash";
 	step.marker = as_sandbox_marker(&step.sandbox);
+	as_step_wrapper_name(wrapper_name);
+	if (asprintf(&step.wrapper_path, "%s/%s", step.sandbox.step_dir, wrapper_name) < 0)
+		step.wrapper_path = NULL;
 	step.deadline = spec->timeout_seconds > 0 ? as_deadline(spec->timeout_seconds) : 0;
-	if (step.marker == NULL) {
+	if (step.marker == NULL || step.wrapper_path == NULL) {
 		rc = sbx_error_errno(error, ENOMEM, "exec");
 	} else if (as_connect(executor, error) < 0 || build_payload(&step, error) < 0) {
 		rc = -1;
@@ -559,6 +660,7 @@ int as_exec(struct sbx_executor *executor, const struct sbx_exec_spec *spec, int
 	free(step.payload);
 	free(step.input);
 	free(step.marker);
+	free(step.wrapper_path);
 	as_sandbox_clear(&step.sandbox);
 	return rc;
 }

@@ -542,6 +542,70 @@ class AgentSandboxJobTest(ClusterTestCase):
         self.assertIn(b"leftover-count-0", output)
         self.assertEqual(sandbox_processes(b"sleep\x00781"), [])
 
+    def test_busybox_shell_runs_job(self):
+        """A pod whose sh and tools are busybox's (ash, dd, cat, sleep, setsid) runs the
+        step wrapper and a job with `shell: sh`, exit code included."""
+        if shutil.which("busybox") is None:
+            self.skipTest("busybox is not installed (apt-get install busybox)")
+        body = template("busybox")
+        container = body["spec"]["podTemplate"]["spec"]["containers"][0]
+        container["command"] = ["sh", "-c", POD_COMMAND.replace(
+            "touch /tmp/.pod-ready", "mkdir /tmp/bb && busybox --install -s /tmp/bb && "
+            "touch /tmp/.pod-ready")]
+        # The exec inherits the container's environment, so sh and every tool the wrapper
+        # runs come from /tmp/bb first.
+        container["env"] = [{"name": "PATH", "value": "/tmp/bb:/usr/local/sbin:"
+                             "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}]
+        templates = EXTENSIONS_API % (NS, "sandboxtemplates")
+        pools = EXTENSIONS_API % (NS, "sandboxwarmpools")
+        self.cluster.must("POST", templates, body)
+        self.addCleanup(self.cluster.api, "DELETE", "%s/busybox" % templates)
+        self.cluster.must("POST", pools, warm_pool("busybox-pool", "busybox", 1))
+        self.addCleanup(self.cluster.api, "DELETE", "%s/busybox-pool" % pools)
+        config = self.write_config(extra="shell: sh\n",
+                                   pools="    \"busybox/*\": busybox-pool\n")
+        shells, shells_bytes = marker("shells")
+        job = self.job(image="busybox/app:1", script=[
+            "echo \"$(readlink /proc/$$/exe) $(readlink /proc/$PPID/exe)\"",
+            shells, "exit 6"])
+        result = self.runner(config).run_job(job)
+        log = bytes(result.log)
+        self.assertEqual(result.status, "failed", log.decode(errors="replace"))
+        self.assertEqual(result.exit_code, 6)
+        self.assertIn(shells_bytes, log)
+        # The step's shell and its runner (started by the wrapper) are both busybox.
+        self.assertRegex(log, rb"\n/usr/bin/busybox /usr/bin/busybox\r?\n")
+        # Prepare installed the wrapper, so no stage needed the bootstrap.
+        self.assertNotIn(b"prepared by another sbx version", log)
+        self.wait_all_gone(self.sandbox_id(result))
+
+    def test_missing_wrapper_bootstrapped(self):
+        """A sandbox prepared without the installed wrapper (another sbx version) gets it
+        on stdin once; the stages after that use the file."""
+        config = self.write_config()
+        attempt = self.runner(config).new_attempt(self.job())
+        attempt.config()
+        attempt.prepare()
+        self.addCleanup(attempt.remove_temp_dir)
+        self.addCleanup(attempt.cleanup)
+        sources = attempt.run_stage("get_sources", body=attempt.get_sources_body())
+        self.assertIsNone(sources.error, sources.output.decode(errors="replace"))
+        remove = "rm -f /tmp/sbx/step-*.sh; echo removed-$((6*7))"
+        first = attempt.run_stage("build_script", commands=[remove])
+        self.assertIsNone(first.error, first.output.decode(errors="replace"))
+        self.assertIn(b"removed-42", bytes(first.stdout))
+        command, expected = marker("second")
+        second = attempt.run_stage("after_script", body=attempt.user_body(
+            [command, "ls /tmp/sbx/ | grep -c '^step-.*\\.sh$'"], after_script=True))
+        self.assertIsNone(second.error, second.output.decode(errors="replace"))
+        self.assertIn(expected, bytes(second.stdout))
+        self.assertIn(b"prepared by another sbx version", bytes(second.output))
+        # The bootstrap installed the wrapper again before the step ran.
+        self.assertIn(b"\n1\n", bytes(second.stdout).replace(b"\r", b""))
+        third = attempt.run_stage("cleanup_file_variables", commands=["true"])
+        self.assertIsNone(third.error, third.output.decode(errors="replace"))
+        self.assertNotIn(b"prepared by another sbx version", bytes(third.output))
+
 
 class FinalizerHolder:
     """Adds a finalizer to every SandboxClaim of the namespace until release(), so deleted

@@ -277,8 +277,8 @@ static int on_writeable(struct exec_session *session, struct lws *wsi)
 		}
 	}
 
-	/* The source is done. v5 closes the channel; on v4 the counted mode's remote head
-	 * already stopped reading. */
+	/* The source is done. v5 closes the channel; on v4 the counted mode's remote head, or
+	 * the command itself in the exact mode, already stopped reading. */
 	if (session->v5) {
 		uint8_t close_stdin = K8S_CHANNEL_STDIN;
 
@@ -358,10 +358,10 @@ static int start_stdin(struct exec_session *session, struct sbx_error *error)
 		return sbx_error_set(error, SBX_ERROR_INVALID,
 				     "exec: stdin requested without stdin data or descriptor");
 	return k8s_stdin_pump_start(&session->stdin_pump, options->stdin_fd,
-				    options->stdin_mode == K8S_EXEC_STDIN_COUNTED
+				    options->stdin_mode != K8S_EXEC_STDIN_STREAM
 					    ? options->stdin_length
 					    : UINT64_MAX,
-				    options->stdin_mode == K8S_EXEC_STDIN_COUNTED, wake_event_loop,
+				    options->stdin_mode != K8S_EXEC_STDIN_STREAM, wake_event_loop,
 				    session, error);
 }
 

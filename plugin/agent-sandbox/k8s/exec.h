@@ -15,6 +15,9 @@
  *    `sh -c 'head -c N | "$@"' sh ARGV...`, so the remote side stops reading after exactly N
  *    bytes and the command reads EOF on both protocols (on v5 [255, 0] follows as well). The
  *    image needs sh and head (coreutils or busybox).
+ *  - K8S_EXEC_STDIN_EXACT: the length is known in advance and the command itself stops
+ *    reading after exactly N bytes, so no wrapper is added: v5 closes stdin after N bytes,
+ *    while on v4 stdin stays open and a command that reads more waits forever.
  *
  * Flow control: stdin is read from its descriptor only when the previous chunk has been
  * handed to libwebsockets; output waits in a bounded queue, and reading from the socket stops
@@ -34,6 +37,7 @@ enum k8s_exec_stdin_mode {
 	K8S_EXEC_STDIN_NONE = 0,
 	K8S_EXEC_STDIN_STREAM = 1,
 	K8S_EXEC_STDIN_COUNTED = 2,
+	K8S_EXEC_STDIN_EXACT = 3,
 };
 
 struct k8s_exec_options {
@@ -46,7 +50,7 @@ struct k8s_exec_options {
 	/* stdin source: STDIN_DATA (STDIN_LENGTH bytes) when not NULL, else STDIN_FD. */
 	const void *stdin_data;
 	int stdin_fd;
-	/* COUNTED: the exact number of bytes the command gets. */
+	/* COUNTED and EXACT: the exact number of bytes the command gets. */
 	uint64_t stdin_length;
 
 	int stdout_fd; /* -1 discards */

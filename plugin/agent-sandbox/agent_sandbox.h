@@ -159,6 +159,10 @@ int as_netpol_within(struct json_object *policy, const struct as_egress *egress,
 int as_pdb_create(struct sbx_executor *executor, struct as_sandbox *sandbox,
 		  struct sbx_error *error);
 
+/* probe.c: fails when agent_sandbox.probe.destination is malformed or on the job's
+ * allow-list EGRESS. */
+int as_probe_check_destination(struct sbx_executor *executor, const struct as_egress *egress,
+			       struct sbx_error *error);
 /* probe.c: creates the step directory, the builds and cache directories and probes egress. */
 int as_pod_setup(struct sbx_executor *executor, const struct as_sandbox *sandbox,
 		 struct sbx_error *error);

@@ -140,7 +140,9 @@ static int build_egress(struct prepare *prepare, struct sbx_error *error)
 					     "egress entry *.%s is a wildcard, which a "
 					     "NetworkPolicy cannot enforce; list host names or CIDRs",
 					     prepare->allow.entries[i].host);
-	return as_egress_resolve(&prepare->allow, &prepare->egress, error);
+	if (as_egress_resolve(&prepare->allow, &prepare->egress, error) < 0)
+		return -1;
+	return as_probe_check_destination(prepare->executor, &prepare->egress, error);
 }
 
 static int prepare_claim(struct prepare *prepare, int *warm, struct sbx_error *error)

@@ -8,6 +8,7 @@
  * inside the pod to a destination outside the allow-list, one the pod could reach without the
  * policy, must fail. The probe retries until it does or agent_sandbox.probe.timeout passes.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "cleanup.h"
 #include "error.h"
 #include "log.h"
+#include "netpol.h"
 #include "podexec.h"
 #include "util.h"
 
@@ -98,6 +100,60 @@ static int split_destination(const char *destination, char *host, size_t host_si
 	memcpy(host, start, length);
 	host[length] = '\0';
 	snprintf(port, port_size, "%s", colon + 1);
+	return 0;
+}
+
+/* Returns 1 when BLOCK contains ADDRESS of FAMILY. */
+static int block_contains(const struct as_egress_block *block, int family,
+			  const unsigned char *address)
+{
+	unsigned bits = block->prefix_length, bytes = bits / 8;
+
+	if (block->family != family)
+		return 0;
+	if (memcmp(block->address, address, bytes) != 0)
+		return 0;
+	if (bits % 8 == 0)
+		return 1;
+	return ((block->address[bytes] ^ address[bytes]) & (0xff00u >> (bits % 8)) & 0xff) == 0;
+}
+
+int as_probe_check_destination(struct sbx_executor *executor, const struct as_egress *egress,
+			       struct sbx_error *error)
+{
+	const char *destination = executor->config->agent_sandbox.probe.destination;
+	unsigned char address[16];
+	char host[128], port_text[16], *end;
+	unsigned long port;
+	int family;
+
+	if (destination == NULL)
+		return 0;
+	if (split_destination(destination, host, sizeof(host), port_text, sizeof(port_text)) < 0)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "agent_sandbox.probe.destination \"%s\" is not IP:port",
+				     destination);
+	family = strchr(host, ':') != NULL ? AF_INET6 : AF_INET;
+	port = strtoul(port_text, &end, 10);
+	if (inet_pton(family, host, address) != 1 || *end != '\0' || port == 0 || port > 65535)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "agent_sandbox.probe.destination \"%s\" is not IP:port",
+				     destination);
+	/* A destination the job may reach proves nothing about enforcement: the probe would
+	 * reach it through the job's own policy and blame the cluster. */
+	for (size_t i = 0; i < egress->count; i++) {
+		const struct as_egress_block *block = &egress->blocks[i];
+
+		if ((block->port == 0 || block->port == port) &&
+		    block_contains(block, family, address))
+			return sbx_error_set(error, SBX_ERROR_INVALID,
+					     "agent_sandbox.probe.destination %s is on the job's "
+					     "egress allow-list, so the probe would reach it through "
+					     "the job's own NetworkPolicy; choose an address outside "
+					     "network.runner_allow, network.user_allow and the CI "
+					     "server that pods can reach without a policy",
+					     destination);
+	}
 	return 0;
 }
 

@@ -738,6 +738,21 @@ class AgentSandboxRefusalTest(ClusterTestCase):
         self.assertEqual(self.claim_names(), [])
         self.assertEqual(self.journal_entries(), [])
 
+    def test_probe_destination_on_allow_list_refused(self):
+        config = self.write_config()
+        with open(config) as stream:
+            text = stream.read()
+        probe = '    destination: "%s:8080"' % DENIED_HOST[1]
+        self.assertIn(probe, text)
+        with open(config, "w") as stream:
+            stream.write(text.replace(probe, '    destination: "%s:8080"' % ALLOWED_HOST[1]))
+        self.cluster.reset_requests()
+        result = self.runner(config).run_job(self.job())
+        log = self.failed_prepare(result)
+        self.assertIn("agent_sandbox.probe.destination %s:8080 is on the job's egress "
+                      "allow-list" % ALLOWED_HOST[1], log)
+        self.assertNotIn("create sandboxclaims", self.cluster.request_counts())
+
     def test_template_with_public_egress_refused(self):
         config = self.write_config()
         self.cluster.reset_requests()

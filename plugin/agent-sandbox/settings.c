@@ -78,6 +78,24 @@ int as_settings_check(const struct sbx_config *config, struct sbx_error *error)
 					     "agent_sandbox.allowed_label_domains, such as "
 					     "sandbox.users.io/",
 					     path, settings->pod_labels.keys[i]);
+	for (size_t i = 0; i < settings->allowed_images.count; i++) {
+		const char *pattern = settings->allowed_images.items[i];
+		const char *star = strchr(pattern, '*');
+
+		if (strcmp(pattern, "*") == 0)
+			return sbx_error_set(error, SBX_ERROR_INVALID,
+					     "config %s: key \"agent_sandbox.allowed_images\": \"*\" "
+					     "would let a job run any image it names; list images or "
+					     "prefixes such as registry.example.com/ci/*",
+					     path);
+		if (pattern[0] == '\0' || (star != NULL && star[1] != '\0') ||
+		    strpbrk(pattern, " \t") != NULL)
+			return sbx_error_set(error, SBX_ERROR_INVALID,
+					     "config %s: key \"agent_sandbox.allowed_images\": invalid "
+					     "image pattern \"%s\"; use an image name or a prefix "
+					     "ending in *",
+					     path, pattern);
+	}
 	if (settings->pod_template != NULL) {
 		struct json_object *containers =
 			as_json_get(settings->pod_template, "spec.containers");

@@ -141,6 +141,9 @@ static const struct {
 	{ "agent_sandbox:\n  probe: {destination: \"gitlab.example.com:443\"}\n",
 	  "is not an IP address with a port" },
 	{ "agent_sandbox:\n  pod_template: {spec: {}}\n", "at least one container" },
+	{ "agent_sandbox:\n  allowed_images: [\"*\"]\n", "would let a job run any image" },
+	{ "agent_sandbox:\n  allowed_images: [\"reg/*/x\"]\n",
+	  "invalid image pattern \"reg/*/x\"" },
 };
 
 START_TEST(settings_refused)

@@ -511,7 +511,7 @@ static int template_policy_allows_egress(struct sbx_executor *executor, struct j
 }
 
 int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbox *sandbox,
-			   struct json_object *pod, const struct as_egress *egress,
+			   struct json_object *pod, const struct as_egress *egress, int *refused,
 			   struct sbx_error *error)
 {
 	const struct sbx_agent_sandbox_config *settings = &executor->config->agent_sandbox;
@@ -538,6 +538,7 @@ int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbo
 			continue;
 		if (template_policy_allows_egress(executor, policy, sandbox, error)) {
 			json_object_put(list);
+			*refused = 1;
 			return -1;
 		}
 		if (as_netpol_within(policy, egress, settings->dns.allow, reason, sizeof(reason)))
@@ -555,6 +556,7 @@ int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbo
 			      "agent_sandbox.accepted_policies to accept it",
 			      sandbox->namespace, name, sandbox->pod, reason);
 		json_object_put(list);
+		*refused = 1;
 		return -1;
 	}
 	json_object_put(list);

@@ -761,6 +761,16 @@ class AgentSandboxRefusalTest(ClusterTestCase):
         self.assertIn("networkPolicyManagement: Unmanaged", log)
         self.assertIn("NetworkPolicy public-network-policy", log)
         self.wait_all_gone(self.sandbox_id(result))
+        # The runner's retries of the prepare meet the same policy: only the first claims.
+        self.assertEqual(len(result.attempts), 3, log)
+        self.assertIn("an earlier attempt of job %d was refused" % result.attempts[0].job.id,
+                      log)
+        self.assertEqual(self.cluster.request_counts().get("create sandboxclaims"), 1, log)
+        # Another job checks again.
+        again = self.runner(config).run_job(self.job(image="public/app:1"))
+        self.assertEqual(self.cluster.request_counts().get("create sandboxclaims"), 2)
+        self.assertIn("NetworkPolicy public-network-policy",
+                      bytes(again.log).decode(errors="replace"))
 
     def test_other_policy_allowing_more_refused(self):
         policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",

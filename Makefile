@@ -50,7 +50,7 @@ pkg_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 
 COMMON_PKGS := json-c yaml-0.1
 LOCAL_PKGS := $(COMMON_PKGS) libseccomp
-K8S_PKGS := $(COMMON_PKGS) libcurl libwebsockets openssl
+K8S_PKGS := $(COMMON_PKGS) libcurl openssl
 CHECK_PKGS := check
 
 COMMON_SRC := $(wildcard plugin/common/*.c)

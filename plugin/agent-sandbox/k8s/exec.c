@@ -401,7 +401,7 @@ static void consume(struct exec_session *session, const void *data, size_t lengt
 }
 
 /*
- * Reads until the connection has nothing more, the queue asks for a pause, or a turn ends.
+ * Reads until the connection has nothing more, the queue is half full, or a turn ends.
  * Returns 1 when the turn ended with data possibly still buffered in OpenSSL, which poll()
  * does not see.
  */
@@ -514,6 +514,10 @@ static void run_loop(struct exec_session *session)
 			fds[0].events |= session->transport.read_events;
 		if (session->send_length > session->send_offset)
 			fds[0].events |= session->transport.write_events;
+		/* Paused with nothing to send: a hang-up must not make poll() return at once
+		 * on every turn, so the socket is left out until reading resumes. */
+		if (fds[0].events == 0)
+			fds[0].fd = -1;
 		fds[count++] = (struct pollfd){ .fd = session->wake_fd, .events = POLLIN };
 		if (options->cancel_fd >= 0)
 			fds[count++] = (struct pollfd){ .fd = options->cancel_fd, .events = POLLIN };
@@ -911,8 +915,8 @@ static int exec_once(struct k8s_client *client, const struct k8s_exec_options *o
 	k8s_transport_init(&session.transport);
 	k8s_wsframe_reader_init(&session.reader, deliver_output, &session);
 	k8s_ws_parser_init(&session.parser, on_data, on_control, &session);
-	/* A quarter of the queue per read: paused at half full, the queue then never reaches
-	 * its bound, so pushing output never blocks the loop. */
+	/* A quarter of the queue per read: paused at half full, a queue of 16 KiB or more then
+	 * never reaches its bound, so pushing output does not block the loop. */
 	session.read_size = queue_max / 4 < READ_BUFFER_SIZE ? queue_max / 4 : READ_BUFFER_SIZE;
 	if (session.read_size < 4096)
 		session.read_size = 4096;

@@ -219,7 +219,7 @@ static char *format_authority(const char *host, int port)
 	return text;
 }
 
-/* Asks the proxy on FD for a tunnel to TARGET and reads its answer up to the empty line. */
+/* Requests a tunnel to TARGET from the proxy and reads its response head. */
 static int proxy_connect(struct k8s_transport *transport, const struct proxy *proxy,
 			 const struct k8s_transport_target *target, struct sbx_error *error)
 {

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The byte stream under pod exec: a non-blocking TCP connection, optionally through an
- * http:// proxy (CONNECT), optionally with TLS from OpenSSL. Reads and writes never block;
- * each one that cannot go on records the poll events it waits for, because a TLS read may
- * need the socket writable and a TLS write may need it readable.
+ * http:// proxy (CONNECT), optionally with TLS from OpenSSL. Reads and writes never block.
+ * One that cannot go on records the poll events it waits for, because a TLS read may need
+ * the socket writable and a TLS write may need it readable.
  */
 #ifndef SBX_K8S_EXEC_TRANSPORT_H
 #define SBX_K8S_EXEC_TRANSPORT_H

@@ -679,18 +679,12 @@ static void report_refused_upgrade(struct exec_session *session,
 			      : "");
 }
 
-/*
- * Sends the upgrade request and reads the response. Returns 0 once upgraded, with the bytes
- * that followed the head already passed to the frame parser.
- */
-static int upgrade(struct exec_session *session, const struct k8s_config *config,
-		   const char *path, const char *authorization, int64_t until,
-		   struct sbx_error *error)
+/* Builds the upgrade request with a fresh key into *TEXT, before anything is connected. */
+static int build_upgrade_request(const struct k8s_config *config, const char *path,
+				 const char *authorization, char *key, char **text,
+				 size_t *text_length, struct sbx_error *error)
 {
-	const struct k8s_exec_options *options = session->options;
 	_cleanup_free_ char *host = host_header(config);
-	char key[K8S_WS_KEY_LENGTH + 1];
-	struct k8s_ws_response response;
 	struct k8s_ws_request request = {
 		.path = path,
 		.host = host,
@@ -698,21 +692,30 @@ static int upgrade(struct exec_session *session, const struct k8s_config *config
 		.protocols = PROTOCOLS_OFFERED,
 		.authorization = authorization,
 	};
-	char *text = NULL;
-	size_t text_length = 0, consumed = 0;
-	ssize_t n = 0;
-	int ret;
 
 	if (host == NULL)
 		return sbx_error_errno(error, ENOMEM, "exec");
-	if (k8s_ws_make_key(key, error) < 0 ||
-	    k8s_ws_build_request(&request, REQUEST_HEAD_MAX, &text, &text_length, error) < 0)
+	if (k8s_ws_make_key(key, error) < 0)
 		return -1;
+	return k8s_ws_build_request(&request, REQUEST_HEAD_MAX, text, text_length, error);
+}
+
+/*
+ * Sends the upgrade request TEXT and reads the response. Returns 0 once upgraded, with the
+ * bytes that followed the head already passed to the frame parser.
+ */
+static int upgrade(struct exec_session *session, const char *key, const char *text,
+		   size_t text_length, int64_t until, struct sbx_error *error)
+{
+	const struct k8s_exec_options *options = session->options;
+	struct k8s_ws_response response;
+	size_t consumed = 0;
+	ssize_t n = 0;
+	int ret;
+
 	log_request(text);
 	ret = k8s_transport_write_all(&session->transport, text, text_length, options->cancel_fd,
 				      until, error);
-	explicit_bzero(text, text_length);
-	free(text);
 	if (ret < 0)
 		return sbx_error_prefix(error, "exec in pod %s/%s: sending the upgrade request",
 					options->namespace, options->pod);
@@ -831,6 +834,15 @@ static int finish(struct exec_session *session, struct sbx_error *error)
 	return 0;
 }
 
+/* Frees an upgrade request, which may carry the bearer token, after wiping it. */
+static void free_request(char **request)
+{
+	if (*request == NULL)
+		return;
+	explicit_bzero(*request, strlen(*request));
+	free(*request);
+}
+
 /* Connects, upgrades and runs the loop. Returns 0 when the loop ran to its end. */
 static int connect_and_run(struct exec_session *session, struct k8s_config *config,
 			   const struct k8s_credential *credential, const char *path,
@@ -838,6 +850,9 @@ static int connect_and_run(struct exec_session *session, struct k8s_config *conf
 {
 	const struct k8s_exec_options *options = session->options;
 	int64_t until = sbx_monotonic_ms() + SETUP_TIMEOUT_MS;
+	__attribute__((cleanup(free_request))) char *request = NULL;
+	size_t request_length = 0;
+	char key[K8S_WS_KEY_LENGTH + 1];
 	struct k8s_transport_target target = {
 		.host = config->server.host,
 		.port = config->server.port,
@@ -850,6 +865,11 @@ static int connect_and_run(struct exec_session *session, struct k8s_config *conf
 	if (options->deadline_ms != 0 && options->deadline_ms < until)
 		until = options->deadline_ms;
 	target.until_ms = until;
+	/* An oversized request fails here, before connecting. */
+	if (build_upgrade_request(config, path, authorization, key, &request, &request_length,
+				  error) < 0)
+		return sbx_error_prefix(error, "exec in pod %s/%s", options->namespace,
+					options->pod);
 	if (config->server.tls) {
 		struct k8s_tls_material material = {
 			.ca_pem = config->ca_pem,
@@ -875,7 +895,7 @@ static int connect_and_run(struct exec_session *session, struct k8s_config *conf
 		return sbx_error_prefix(error, "exec in pod %s/%s: %s", options->namespace,
 					options->pod, config->server.base_url);
 	}
-	if (upgrade(session, config, path, authorization, until, error) < 0)
+	if (upgrade(session, key, request, request_length, until, error) < 0)
 		return -1;
 	if (!session->v5 && options->stdin_mode == K8S_EXEC_STDIN_STREAM)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,

@@ -24,7 +24,7 @@ int k8s_ws_make_key(char *key, struct sbx_error *error)
 
 	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: the OpenSSL random generator failed");
+				     "the OpenSSL random generator failed");
 	EVP_EncodeBlock((unsigned char *) key, nonce, sizeof(nonce));
 	return 0;
 }
@@ -61,7 +61,7 @@ int k8s_ws_build_request(const struct k8s_ws_request *request, size_t max, char 
 	if (has_line_break(request->path) || has_line_break(request->host) ||
 	    has_line_break(request->protocols) || has_line_break(request->authorization))
 		return sbx_error_set(error, SBX_ERROR_INVALID,
-				     "exec: a request header value contains a line break; check the "
+				     "a request header value contains a line break; check the "
 				     "server URL and the credential");
 	n = asprintf(&buffer,
 		     "GET %s HTTP/1.1\r\n"
@@ -79,12 +79,12 @@ int k8s_ws_build_request(const struct k8s_ws_request *request, size_t max, char 
 		     request->authorization != NULL ? request->authorization : "",
 		     request->authorization != NULL ? "\r\n" : "");
 	if (n < 0)
-		return sbx_error_errno(error, ENOMEM, "exec");
+		return sbx_error_errno(error, ENOMEM, "WebSocket");
 	if ((size_t) n > max) {
 		explicit_bzero(buffer, (size_t) n);
 		free(buffer);
 		return sbx_error_set(error, SBX_ERROR_INVALID,
-				     "exec: the upgrade request would be %d bytes, over the limit "
+				     "the upgrade request would be %d bytes, over the limit "
 				     "of %zu; pass long arguments and scripts on stdin",
 				     n, max);
 	}
@@ -149,7 +149,7 @@ static int parse_status_line(struct k8s_ws_response *response, const char *line,
 	    line[9] < '1' || line[9] > '5' || line[10] < '0' || line[10] > '9' ||
 	    line[11] < '0' || line[11] > '9' || (length > 12 && line[12] != ' '))
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: the server's response starts with \"%.*s\", not an "
+				     "the server's response starts with \"%.*s\", not an "
 				     "HTTP/1.x status line",
 				     (int) (length < 64 ? length : 64), line);
 	code = (unsigned int) ((line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0'));
@@ -168,7 +168,7 @@ static int parse_header(struct k8s_ws_response *response, const char *line, size
 
 	if (colon == NULL || colon == line)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: invalid header line \"%.*s\" in the server's response",
+				     "invalid header line \"%.*s\" in the server's response",
 				     (int) (length < 64 ? length : 64), line);
 	name_length = (size_t) (colon - line);
 	value = colon + 1;
@@ -203,7 +203,7 @@ static int parse_header(struct k8s_ws_response *response, const char *line, size
 		if (number[0] < '0' || number[0] > '9' || *number_end != '\0' || errno != 0 ||
 		    parsed > INT64_MAX)
 			return sbx_error_set(error, SBX_ERROR_SYSTEM,
-					     "exec: invalid Content-Length \"%s\" in the server's "
+					     "invalid Content-Length \"%s\" in the server's "
 					     "response",
 					     number);
 		response->content_length = (int64_t) parsed;
@@ -240,7 +240,7 @@ static int parse_head(struct k8s_ws_response *response, struct sbx_error *error)
 	}
 	if (first)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: the server's response has no status line");
+				     "the server's response has no status line");
 	return 0;
 }
 
@@ -278,7 +278,7 @@ int k8s_ws_response_feed(struct k8s_ws_response *response, const void *data, siz
 		take = K8S_WS_RESPONSE_HEAD_MAX + 1 - old_length;
 	bigger = realloc(response->head, old_length + take + 1);
 	if (bigger == NULL)
-		return sbx_error_errno(error, ENOMEM, "exec");
+		return sbx_error_errno(error, ENOMEM, "WebSocket");
 	response->head = bigger;
 	memcpy(response->head + old_length, data, take);
 	response->head_length = old_length + take;
@@ -290,7 +290,7 @@ int k8s_ws_response_feed(struct k8s_ws_response *response, const void *data, siz
 	if (end < 0) {
 		if (response->head_length > K8S_WS_RESPONSE_HEAD_MAX)
 			return sbx_error_set(error, SBX_ERROR_SYSTEM,
-					     "exec: the server's response head is longer than %u "
+					     "the server's response head is longer than %u "
 					     "bytes",
 					     K8S_WS_RESPONSE_HEAD_MAX);
 		*consumed = take;
@@ -310,22 +310,22 @@ int k8s_ws_response_check(const struct k8s_ws_response *response, const char *ke
 
 	if (response->status_code != 101)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: the server answered HTTP %d, not 101, to the upgrade",
+				     "the server answered HTTP %d, not 101, to the upgrade",
 				     response->status_code);
 	if (!response->upgrade_websocket || !response->connection_upgrade)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: the server's 101 response lacks \"Upgrade: websocket\" "
+				     "the server's 101 response lacks \"Upgrade: websocket\" "
 				     "or \"Connection: Upgrade\"");
 	k8s_ws_accept_for_key(key, expected);
 	if (expected[0] == '\0' || strcmp(response->accept, expected) != 0)
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: invalid Sec-WebSocket-Accept \"%s\" from the server; "
+				     "invalid Sec-WebSocket-Accept \"%s\" from the server; "
 				     "expected \"%s\" (a proxy in between may have answered)",
 				     response->accept, expected);
 	if (response->protocol[0] == '\0' || strchr(response->protocol, ',') != NULL ||
 	    !list_has_token(offered, strlen(offered), response->protocol))
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: the server chose the subprotocol \"%s\"; sbx offered %s",
+				     "the server chose the subprotocol \"%s\"; sbx offered %s",
 				     response->protocol, offered);
 	return 0;
 }
@@ -344,7 +344,7 @@ void k8s_ws_parser_init(struct k8s_ws_parser *parser, k8s_ws_data_fn on_data,
 
 static int protocol_error(struct sbx_error *error, const char *what)
 {
-	return sbx_error_set(error, SBX_ERROR_SYSTEM, "exec: WebSocket protocol error: %s", what);
+	return sbx_error_set(error, SBX_ERROR_SYSTEM, "WebSocket protocol error: %s", what);
 }
 
 /* Checks the first two header bytes and works out the header's full length. */
@@ -427,7 +427,7 @@ static int finish_control(struct k8s_ws_parser *parser, struct sbx_error *error)
 	if (parser->on_control != NULL &&
 	    parser->on_control(parser->userdata, parser->opcode, parser->control,
 			       parser->control_length) < 0)
-		return sbx_error_set(error, SBX_ERROR_SYSTEM, "exec: receiving stopped");
+		return sbx_error_set(error, SBX_ERROR_SYSTEM, "receiving stopped");
 	return 0;
 }
 
@@ -476,7 +476,7 @@ int k8s_ws_parser_feed(struct k8s_ws_parser *parser, const void *data, size_t le
 			    parser->on_data(parser->userdata, parser->message_opcode, bytes, 0, 1) <
 				    0)
 				return sbx_error_set(error, SBX_ERROR_SYSTEM,
-						     "exec: receiving stopped");
+						     "receiving stopped");
 			if (end_frame(parser, error) < 0)
 				return -1;
 			continue;
@@ -492,7 +492,7 @@ int k8s_ws_parser_feed(struct k8s_ws_parser *parser, const void *data, size_t le
 			} else if (parser->on_data(parser->userdata, parser->message_opcode, bytes,
 						   take, ends && parser->fin) < 0) {
 				return sbx_error_set(error, SBX_ERROR_SYSTEM,
-						     "exec: receiving stopped");
+						     "receiving stopped");
 			}
 			bytes += take;
 			length -= take;

@@ -420,6 +420,7 @@ ssize_t k8s_transport_read(struct k8s_transport *transport, void *buffer, size_t
 		}
 		return sbx_error_errno(error, errno, "receiving");
 	}
+	errno = 0;
 	if (SSL_read_ex(transport->ssl, buffer, size, &got) == 1)
 		return (ssize_t) got;
 	code = SSL_get_error(transport->ssl, 0);

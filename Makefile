@@ -50,7 +50,7 @@ pkg_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 
 COMMON_PKGS := json-c yaml-0.1
 LOCAL_PKGS := $(COMMON_PKGS) libseccomp
-K8S_PKGS := $(COMMON_PKGS) libcurl libwebsockets openssl
+K8S_PKGS := $(COMMON_PKGS) libcurl openssl
 # libcurl is loaded with dlopen() on first use (plugin/agent-sandbox/k8s/curl_api.h): its
 # headers are needed to compile, its library is not linked.
 K8S_LINK_PKGS := $(filter-out libcurl,$(K8S_PKGS))

@@ -4,7 +4,7 @@
 set -eu
 
 packages="build-essential pkg-config git ca-certificates curl iproute2 procps python3 \
-libjson-c-dev libyaml-dev libseccomp-dev libcurl4-openssl-dev libwebsockets-dev libssl-dev \
+libjson-c-dev libyaml-dev libseccomp-dev libcurl4-openssl-dev libssl-dev \
 check libsubunit-dev uidmap bubblewrap valgrind openssl python3-aiohttp python3-kubernetes \
 python3-yaml python3-cryptography hyperfine nftables busybox \
 debhelper devscripts lintian rpm systemd"

@@ -5,7 +5,7 @@
  *
  *   SBX_BENCH_PHASES=FILE LD_PRELOAD=phases.so k8s_client_tool ... exec NS POD -- true
  *
- * It wraps a few OpenSSL, libwebsockets and libc calls, forwards each to the next definition
+ * It wraps a few OpenSSL and libc calls, forwards each to the next definition
  * (dlsym(RTLD_NEXT)) with the same arguments and result, and records CLOCK_MONOTONIC times
  * in nanoseconds. At exit it writes one line "NAME=NS NAME=NS ..." to FILE, 0 for an event
  * that did not happen. A process that made none of the wrapped calls writes nothing, so that
@@ -15,15 +15,13 @@
  *   ssl_ctx_new      first SSL_CTX_new(): sbx starts building the exec's TLS context
  *   ssl_ctx_created  that SSL_CTX_new() returned; OpenSSL 3 loads its configuration and
  *                    providers on first use
- *   lws_create       lws_create_context() called, after the CA bundle and key are loaded
- *   lws_created      lws_create_context() returned
- *   tcp_connect      first connect() of a TCP socket
- *   tls_start        first SSL_connect() call: the TLS handshake starts
+ *   tcp_connect      first connect() of a TCP socket, after the CA bundle and key are loaded
+ *   tls_start        first SSL_connect() call: the TCP connection is up, the handshake starts
  *   tls_done         SSL_connect() returned 1: the handshake is complete
- *   request_sent     first SSL_write() that wrote data: the WebSocket upgrade request
- *   response         first SSL_read() that returned data: the upgrade response arrived
- *   lws_destroy      lws_context_destroy() called: the exec's connection is done
- *   lws_destroyed    lws_context_destroy() returned
+ *   request_sent     first SSL_write_ex() that wrote data: the WebSocket upgrade request
+ *   response         first SSL_read_ex() that returned data: the upgrade response arrived
+ *   close            first SSL_free(): the exec's connection is done
+ *   closed           that SSL_free() returned
  *   exit             the destructor ran
  *
  * Only the first occurrence counts, because the exec of a short command makes one connection;
@@ -42,23 +40,20 @@ enum phase {
 	PHASE_LOADED,
 	PHASE_SSL_CTX_NEW,
 	PHASE_SSL_CTX_CREATED,
-	PHASE_LWS_CREATE,
-	PHASE_LWS_CREATED,
 	PHASE_TCP_CONNECT,
 	PHASE_TLS_START,
 	PHASE_TLS_DONE,
 	PHASE_REQUEST_SENT,
 	PHASE_RESPONSE,
-	PHASE_LWS_DESTROY,
-	PHASE_LWS_DESTROYED,
+	PHASE_CLOSE,
+	PHASE_CLOSED,
 	PHASE_EXIT,
 	PHASE_COUNT,
 };
 
 static const char *const phase_names[PHASE_COUNT] = {
-	"loaded", "ssl_ctx_new", "ssl_ctx_created", "lws_create", "lws_created", "tcp_connect",
-	"tls_start", "tls_done", "request_sent", "response", "lws_destroy", "lws_destroyed",
-	"exit",
+	"loaded", "ssl_ctx_new", "ssl_ctx_created", "tcp_connect", "tls_start", "tls_done",
+	"request_sent", "response", "close", "closed", "exit",
 };
 
 static long long phase_ns[PHASE_COUNT];
@@ -131,7 +126,7 @@ __attribute__((destructor)) static void phases_exit(void)
 	close(fd);
 }
 
-/* The OpenSSL and libwebsockets types stay opaque here: pointers pass through unchanged. */
+/* The OpenSSL types stay opaque here: pointers pass through unchanged. */
 
 void *SSL_CTX_new(const void *method);
 void *SSL_CTX_new(const void *method)
@@ -158,28 +153,37 @@ int SSL_connect(void *ssl)
 	return ret;
 }
 
-int SSL_write(void *ssl, const void *buffer, int length);
-int SSL_write(void *ssl, const void *buffer, int length)
+int SSL_write_ex(void *ssl, const void *buffer, size_t length, size_t *written);
+int SSL_write_ex(void *ssl, const void *buffer, size_t length, size_t *written)
 {
 	int ret;
 
-	NEXT(SSL_write);
-	ret = next_SSL_write(ssl, buffer, length);
-	if (ret > 0)
+	NEXT(SSL_write_ex);
+	ret = next_SSL_write_ex(ssl, buffer, length, written);
+	if (ret == 1)
 		mark(PHASE_REQUEST_SENT);
 	return ret;
 }
 
-int SSL_read(void *ssl, void *buffer, int length);
-int SSL_read(void *ssl, void *buffer, int length)
+int SSL_read_ex(void *ssl, void *buffer, size_t length, size_t *read_bytes);
+int SSL_read_ex(void *ssl, void *buffer, size_t length, size_t *read_bytes)
 {
 	int ret;
 
-	NEXT(SSL_read);
-	ret = next_SSL_read(ssl, buffer, length);
-	if (ret > 0)
+	NEXT(SSL_read_ex);
+	ret = next_SSL_read_ex(ssl, buffer, length, read_bytes);
+	if (ret == 1)
 		mark(PHASE_RESPONSE);
 	return ret;
+}
+
+void SSL_free(void *ssl);
+void SSL_free(void *ssl)
+{
+	NEXT(SSL_free);
+	mark(PHASE_CLOSE);
+	next_SSL_free(ssl);
+	mark(PHASE_CLOSED);
 }
 
 int connect(int fd, const struct sockaddr *address, socklen_t length);
@@ -190,25 +194,4 @@ int connect(int fd, const struct sockaddr *address, socklen_t length)
 	    (address->sa_family == AF_INET || address->sa_family == AF_INET6))
 		mark(PHASE_TCP_CONNECT);
 	return next_connect(fd, address, length);
-}
-
-void *lws_create_context(const void *info);
-void *lws_create_context(const void *info)
-{
-	void *context;
-
-	NEXT(lws_create_context);
-	mark(PHASE_LWS_CREATE);
-	context = next_lws_create_context(info);
-	mark(PHASE_LWS_CREATED);
-	return context;
-}
-
-void lws_context_destroy(void *context);
-void lws_context_destroy(void *context)
-{
-	NEXT(lws_context_destroy);
-	mark(PHASE_LWS_DESTROY);
-	next_lws_context_destroy(context);
-	mark(PHASE_LWS_DESTROYED);
 }

@@ -376,7 +376,7 @@ class FakeApiServer:
 
         async def pump(stream, channel):
             while True:
-                # Random sizes, some far above lws's receive buffer, so messages arrive in
+                # Random sizes, some far above the client's read size, so messages arrive in
                 # several callbacks.
                 data = await stream.read(random.choice((1, 100, 4096, 65536, 300000)))
                 if not data:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -517,6 +518,75 @@ class K8sClientTest(unittest.TestCase):
         completed, summary = self.exec_tool("echo", "ok", kubeconfig=config)
         self.assertEqual(completed.returncode, 0, completed.stderr)
         self.assertEqual(completed.stdout, b"ok\n")
+
+    def test_exec_through_http_proxy(self):
+        # A CONNECT proxy on loopback that records each request head and relays bytes.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        self.addCleanup(listener.close)
+        heads = []
+
+        def relay(source, destination):
+            try:
+                while True:
+                    data = source.recv(65536)
+                    if not data:
+                        break
+                    destination.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, destination):
+                    try:
+                        end.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def serve():
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = client.recv(1)
+                    if not data:
+                        break
+                    head += data
+                heads.append(head.decode())
+                target = head.split()[1].decode()
+                host, port = target.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)))
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        path = self.server.kubeconfig("exec-proxy", host="127.0.0.1",
+                                      tls_server_name="kubernetes.test")
+        with open(path) as f:
+            config = json.load(f)
+        config["clusters"][0]["cluster"]["proxy-url"] = (
+            "http://user:secret@127.0.0.1:%d" % listener.getsockname()[1])
+        with open(path, "w") as f:
+            json.dump(config, f)
+
+        completed, summary = self.exec_tool("echo", "proxied", kubeconfig=path)
+        self.assertEqual(completed.returncode, 0, completed.stderr)
+        self.assertEqual(completed.stdout, b"proxied\n")
+        exec_heads = [h for h in heads if h.startswith("CONNECT 127.0.0.1:%d " % self.server.port)]
+        self.assertTrue(exec_heads, heads)
+        # Basic credentials from the URL's user part: base64("user:secret").
+        self.assertIn("Proxy-Authorization: Basic dXNlcjpzZWNyZXQ=\r\n", exec_heads[-1])
+
+        config["clusters"][0]["cluster"]["proxy-url"] = "socks5://127.0.0.1:1080"
+        with open(path, "w") as f:
+            json.dump(config, f)
+        completed, summary = self.exec_tool("true", kubeconfig=path)
+        self.assertEqual(completed.returncode, 1)
+        self.assertIn("only http:// proxies", summary["error"])
 
     def test_exec_tls_server_name_client_cert_and_insecure(self):
         named = self.server.kubeconfig("exec-named", host="127.0.0.1",

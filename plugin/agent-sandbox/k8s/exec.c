@@ -1,20 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Pod exec over WebSocket with libwebsockets 4.1. One lws context per call: it carries the
- * OpenSSL context sbx builds (the whole CA bundle, the client certificate from memory), so a
- * credential change between two calls needs nothing special.
+ * Pod exec over WebSocket: one connection per call (k8s/exec_transport.c), the RFC 6455
+ * client framing of k8s/websocket.c and the channel layer of k8s/wsframe.c, driven by one
+ * poll() loop. The pump threads of k8s/exec_io.c wake the loop through an eventfd.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
-#include <libwebsockets.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include "cleanup.h"
 #include "error.h"
@@ -23,7 +26,10 @@
 
 #include "exec.h"
 #include "exec_io.h"
+#include "exec_transport.h"
+#include "status.h"
 #include "tls.h"
+#include "websocket.h"
 #include "wsframe.h"
 
 #define PROTOCOLS_OFFERED "v5.channel.k8s.io, v4.channel.k8s.io"
@@ -31,48 +37,61 @@
 /* client-go fails a stream after 61 s without data or pong; the same here. */
 #define DEFAULT_IDLE_TIMEOUT_MS 61000
 #define DEFAULT_OUTPUT_QUEUE_MAX (1u << 20)
-#define TIMER_INTERVAL_US (200 * LWS_US_PER_MS)
-/* Bytes lws hands to one receive callback. */
-#define RX_BUFFER_SIZE 65536
-/* Request line plus headers: a long exec URL and a bearer token of several KiB must fit. */
-#define HEADER_BUFFER_SIZE 32768
+/* How often the loop looks at its timers when nothing happens. */
+#define TIMER_INTERVAL_MS 200
+/* Connecting, the proxy, TLS and the upgrade together, unless the deadline comes first. */
+#define SETUP_TIMEOUT_MS 30000
+/* Bytes asked from the connection per read: large, so 1 GiB of output costs few calls. */
+#define READ_BUFFER_SIZE (256u << 10)
+/* Reads in a row before the loop looks at the timers and at sending again. */
+#define READS_PER_TURN 16
 /*
- * libwebsockets 4.1 formats the handshake's request line into a 2048-byte buffer
- * (lws_snprintf(p, 2048, "GET %s HTTP/1.1\r\n", path) in its client handshake) and sends a
- * longer one cut short, without " HTTP/1.1": the server then sees no upgrade request and
- * answers 400 "Upgrade request required". Measured with lws 4.1.6 (Debian 12) against a
- * capturing server.
+ * The request head's bound. Go's net/http rejects heads over http.DefaultMaxHeaderBytes
+ * (1 MiB) by default; a longer exec URL cannot work, so it fails before connecting.
  */
-#define REQUEST_LINE_MAX 2047
+#define REQUEST_HEAD_MAX (1u << 20)
+/* The body of a refused upgrade: a Status object, small. */
+#define ERROR_BODY_MAX (64u << 10)
+#define ERROR_BODY_WAIT_MS 5000
+/* One stdin frame: header, channel byte, chunk. */
+#define SEND_BUFFER_SIZE (K8S_WS_HEADER_MAX + 1 + K8S_STDIN_CHUNK)
 
 struct exec_session {
 	const struct k8s_exec_options *options;
 	struct k8s_exec_result *result;
-	struct lws_context *context;
-	struct lws *wsi;
-	lws_sorted_usec_list_t timer;
+	struct k8s_transport transport;
+	int wake_fd; /* eventfd the pump threads write to */
+	struct k8s_ws_parser parser;
 	struct k8s_wsframe_reader reader;
-	int insecure;
-	char *authorization; /* "Bearer ..." or NULL */
+	unsigned char *read_buffer;
+	size_t read_size; /* bytes asked per read, at most READ_BUFFER_SIZE */
 
 	int established;
 	int v5;
-	int done; /* the service loop may stop */
-	int closed; /* the connection is gone */
+	int done; /* the loop may stop */
+	int peer_closed; /* close frame or end of stream from the server */
 	int failed; /* FAILURE contains the reason */
 	struct sbx_error failure;
-	char connect_error[256];
-	unsigned int http_status;
+	int http_status; /* of a refused upgrade */
 
 	/* stdin */
 	int stdin_wanted;
 	const unsigned char *stdin_data;
 	uint64_t stdin_sent;
-	uint64_t stdin_total; /* UINT64_MAX while streaming from a descriptor */
+	uint64_t stdin_total;
 	struct k8s_stdin_pump stdin_pump;
-	int stdin_eof; /* the source ended; the close message may follow */
+	int stdin_eof;
 	int stdin_closed; /* [255, 0] sent, or nothing more to send on v4 */
-	unsigned char *send_buffer; /* LWS_PRE + 1 + K8S_STDIN_CHUNK */
+	unsigned char *stdin_chunk; /* K8S_STDIN_CHUNK bytes taken from the pump */
+
+	/* the frame being sent */
+	unsigned char *send_buffer; /* SEND_BUFFER_SIZE */
+	size_t send_length;
+	size_t send_offset;
+	int pong_due;
+	unsigned char pong_payload[K8S_WS_CONTROL_MAX];
+	size_t pong_length;
+	int ping_due;
 
 	/* output */
 	struct k8s_output_queue output;
@@ -81,7 +100,6 @@ struct exec_session {
 	/* keepalive */
 	int64_t last_rx_ms;
 	int64_t last_ping_ms;
-	int ping_due;
 };
 
 static void session_fail(struct exec_session *session, enum sbx_error_class error_class,
@@ -99,29 +117,24 @@ static void session_fail(struct exec_session *session, enum sbx_error_class erro
 		session->failed = 1;
 	}
 	session->done = 1;
-	/* lws_service() goes on polling after a timer callback; make it return. */
-	if (session->context != NULL)
-		lws_cancel_service(session->context);
 }
 
-static void lws_log_to_sbx(int level, const char *line)
+/* Records ERROR as the session's failure, prefixed with the pod. */
+static void session_fail_with(struct exec_session *session, const struct sbx_error *error)
 {
-	/* lws logs are diagnostics for us, never for the job log. */
-	sbx_debug("lws: %s", line);
-}
-
-static pthread_once_t lws_log_once = PTHREAD_ONCE_INIT;
-
-static void lws_log_setup(void)
-{
-	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_sbx);
+	session_fail(session, (enum sbx_error_class) error->error_class, "exec in pod %s/%s: %s",
+		     session->options->namespace, session->options->pod, error->message);
 }
 
 static void wake_event_loop(void *userdata)
 {
 	struct exec_session *session = userdata;
+	uint64_t one = 1;
+	ssize_t n;
 
-	lws_cancel_service(session->context);
+	/* A full counter already wakes the loop, so EAGAIN needs nothing. */
+	n = write(session->wake_fd, &one, sizeof(one));
+	(void) n;
 }
 
 /* ---- the exec URL ---- */
@@ -176,87 +189,75 @@ int k8s_exec_build_path(const struct k8s_config *config, const struct k8s_exec_o
 	return 0;
 }
 
-/* Rejects a URL whose request line libwebsockets would cut, before anything is sent. */
-static int check_path_length(const struct k8s_exec_options *options, const char *path,
-			     struct sbx_error *error)
-{
-	size_t line = strlen("GET ") + strlen(path) + strlen(" HTTP/1.1\r\n");
-
-	if (line <= REQUEST_LINE_MAX)
-		return 0;
-	return sbx_error_set(error, SBX_ERROR_INVALID,
-			     "exec in pod %s/%s: the command and its arguments make an exec URL of "
-			     "%zu bytes, and the WebSocket request line would be %zu bytes; "
-			     "libwebsockets sends at most %d, so pass long arguments and scripts "
-			     "on stdin",
-			     options->namespace, options->pod, strlen(path), line,
-			     REQUEST_LINE_MAX);
-}
-
 /* ---- sending ---- */
 
-static int stdin_pending(struct exec_session *session)
+/* Puts a masked frame with PAYLOAD into the send buffer, which is empty. */
+static int queue_frame(struct exec_session *session, int opcode, const void *payload,
+		       size_t length)
 {
-	/* For a descriptor source the writeable callback asks the pump whether a chunk is
-	 * ready. */
-	return session->stdin_wanted && !session->stdin_closed;
-}
+	size_t n = k8s_ws_encode_frame(session->send_buffer, opcode, payload, length);
 
-static int send_message(struct exec_session *session, struct lws *wsi, uint8_t channel,
-			const void *data, size_t length)
-{
-	unsigned char *message = session->send_buffer + LWS_PRE;
-	int n;
-
-	k8s_wsframe_encode(channel, data, length, message);
-	n = lws_write(wsi, message, length + 1, LWS_WRITE_BINARY);
-	if (n < (int) (length + 1)) {
-		session_fail(session, SBX_ERROR_SYSTEM, "exec: sending on channel %u failed",
-			     channel);
+	if (n == 0) {
+		session_fail(session, SBX_ERROR_SYSTEM, "exec: the OpenSSL random generator failed");
 		return -1;
 	}
+	session->send_length = n;
+	session->send_offset = 0;
 	return 0;
 }
 
-/* One lws_write per writeable callback: ping first, then stdin, then the stdin close. */
-static int on_writeable(struct exec_session *session, struct lws *wsi)
+/* Puts a binary message [CHANNEL][DATA] into the send buffer, masked in place. */
+static int queue_channel_message(struct exec_session *session, uint8_t channel,
+				 const void *data, size_t length)
 {
+	uint8_t mask[4];
+	size_t header;
+
+	if (k8s_ws_new_mask(mask) < 0) {
+		session_fail(session, SBX_ERROR_SYSTEM, "exec: the OpenSSL random generator failed");
+		return -1;
+	}
+	header = k8s_ws_encode_header(session->send_buffer, K8S_WS_BINARY, 1, 1 + length, mask);
+	k8s_wsframe_encode(channel, data, length, session->send_buffer + header);
+	k8s_ws_mask(session->send_buffer + header, 1 + length, mask, 0);
+	session->send_length = header + 1 + length;
+	session->send_offset = 0;
+	return 0;
+}
+
+/* Fills the empty send buffer: a pong first, then a ping, then stdin, then the stdin close. */
+static int fill_send_buffer(struct exec_session *session)
+{
+	if (session->pong_due) {
+		session->pong_due = 0;
+		return queue_frame(session, K8S_WS_PONG, session->pong_payload,
+				   session->pong_length);
+	}
 	if (session->ping_due) {
 		session->ping_due = 0;
 		session->last_ping_ms = sbx_monotonic_ms();
-		if (lws_write(wsi, session->send_buffer + LWS_PRE, 0, LWS_WRITE_PING) < 0) {
-			session_fail(session, SBX_ERROR_SYSTEM, "exec: sending a ping failed");
-			return -1;
-		}
-		if (stdin_pending(session))
-			lws_callback_on_writable(wsi);
-		return 0;
+		return queue_frame(session, K8S_WS_PING, NULL, 0);
 	}
 	if (!session->stdin_wanted || session->stdin_closed)
 		return 0;
 
 	if (!session->stdin_eof) {
-		size_t length = 0;
-
 		if (session->stdin_data != NULL) {
 			uint64_t left = session->stdin_total - session->stdin_sent;
+			size_t length = left < K8S_STDIN_CHUNK ? (size_t) left : K8S_STDIN_CHUNK;
 
-			length = left < K8S_STDIN_CHUNK ? (size_t) left : K8S_STDIN_CHUNK;
-			if (length == 0) {
-				session->stdin_eof = 1;
-			} else {
-				if (send_message(session, wsi, K8S_CHANNEL_STDIN,
-						 session->stdin_data + session->stdin_sent,
-						 length) < 0)
-					return -1;
+			if (length > 0) {
+				const unsigned char *chunk = session->stdin_data + session->stdin_sent;
+
 				session->stdin_sent += length;
-				lws_callback_on_writable(wsi);
-				return 0;
+				return queue_channel_message(session, K8S_CHANNEL_STDIN, chunk,
+							     length);
 			}
+			session->stdin_eof = 1;
 		} else {
-			unsigned char chunk[K8S_STDIN_CHUNK];
 			int eof;
-			ssize_t n = k8s_stdin_pump_take(&session->stdin_pump, chunk, &eof);
+			ssize_t n = k8s_stdin_pump_take(&session->stdin_pump, session->stdin_chunk,
+							&eof);
 
 			if (n < 0) {
 				session_fail(session, SBX_ERROR_SYSTEM, "%s",
@@ -264,13 +265,11 @@ static int on_writeable(struct exec_session *session, struct lws *wsi)
 				return -1;
 			}
 			if (n > 0) {
-				if (send_message(session, wsi, K8S_CHANNEL_STDIN, chunk,
-						 (size_t) n) < 0)
-					return -1;
 				session->stdin_sent += (uint64_t) n;
-				/* The next chunk wakes us through the pump. */
-				return 0;
+				return queue_channel_message(session, K8S_CHANNEL_STDIN,
+							     session->stdin_chunk, (size_t) n);
 			}
+			/* Nothing ready: the pump wakes the loop with the next chunk. */
 			if (!eof)
 				return 0;
 			session->stdin_eof = 1;
@@ -279,15 +278,43 @@ static int on_writeable(struct exec_session *session, struct lws *wsi)
 
 	/* The source is done. v5 closes the channel; on v4 the counted mode's remote head, or
 	 * the command itself in the exact mode, already stopped reading. */
+	session->stdin_closed = 1;
 	if (session->v5) {
 		uint8_t close_stdin = K8S_CHANNEL_STDIN;
 
-		if (send_message(session, wsi, K8S_CHANNEL_CLOSE, &close_stdin, 1) < 0)
-			return -1;
 		sbx_debug("k8s exec: stdin closed after %" PRIu64 " bytes", session->stdin_sent);
+		return queue_channel_message(session, K8S_CHANNEL_CLOSE, &close_stdin, 1);
 	}
-	session->stdin_closed = 1;
 	return 0;
+}
+
+/* Sends until the socket is full or nothing is left. */
+static int send_pending(struct exec_session *session)
+{
+	struct sbx_error error;
+
+	for (;;) {
+		ssize_t n;
+
+		if (session->send_offset == session->send_length) {
+			session->send_offset = session->send_length = 0;
+			if (fill_send_buffer(session) < 0)
+				return -1;
+			if (session->send_length == 0)
+				return 0;
+		}
+		sbx_error_clear(&error);
+		n = k8s_transport_write(&session->transport,
+					session->send_buffer + session->send_offset,
+					session->send_length - session->send_offset, &error);
+		if (n == K8S_TRANSPORT_AGAIN)
+			return 0;
+		if (n < 0) {
+			session_fail_with(session, &error);
+			return -1;
+		}
+		session->send_offset += (size_t) n;
+	}
 }
 
 /* ---- receiving ---- */
@@ -303,44 +330,446 @@ static int deliver_output(void *userdata, int channel, const void *data, size_t 
 	return k8s_output_queue_push(&session->output, channel, data, length);
 }
 
-static int on_receive(struct exec_session *session, struct lws *wsi, const void *in,
-		      size_t length)
+static void fail_output(struct exec_session *session)
 {
+	session_fail(session, SBX_ERROR_SYSTEM, "exec: cannot write the command's %s: %s",
+		     session->output.failed_channel == 1 ? "stdout" : "stderr",
+		     strerror(session->output.errnum));
+}
+
+static int on_data(void *userdata, int opcode, const void *data, size_t length, int final)
+{
+	struct exec_session *session = userdata;
 	struct sbx_error error;
 
-	session->last_rx_ms = sbx_monotonic_ms();
-	if (!session->reader.in_message && !lws_frame_is_binary(wsi)) {
+	if (opcode != K8S_WS_BINARY) {
 		session_fail(session, SBX_ERROR_SYSTEM,
 			     "exec: the server sent a text message on a binary channel protocol");
 		return -1;
 	}
 	sbx_error_clear(&error);
-	if (k8s_wsframe_feed(&session->reader, in, length, lws_is_final_fragment(wsi), &error) <
-	    0) {
+	if (k8s_wsframe_feed(&session->reader, data, length, final, &error) < 0) {
 		if (session->output.failed)
-			session_fail(session, SBX_ERROR_SYSTEM,
-				     "exec: cannot write the command's %s: %s",
-				     session->output.failed_channel == 1 ? "stdout" : "stderr",
-				     strerror(session->output.errnum));
+			fail_output(session);
 		else
 			session_fail(session, (enum sbx_error_class) error.error_class, "%s",
 				     error.message);
 		return -1;
 	}
+	/* The status is the last message of the command: stop reading here. */
 	if (session->reader.have_status) {
-		/* The status is the last message of the command; the close follows. */
 		session->done = 1;
-		lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
 		return -1;
-	}
-	if (!session->rx_paused && k8s_output_queue_should_pause(&session->output)) {
-		session->rx_paused = 1;
-		lws_rx_flow_control(wsi, 0);
 	}
 	return 0;
 }
 
-/* ---- connection events ---- */
+static int on_control(void *userdata, int opcode, const void *data, size_t length)
+{
+	struct exec_session *session = userdata;
+
+	switch (opcode) {
+	case K8S_WS_PING:
+		/* RFC 6455 section 5.5.3: the pong echoes the ping's payload. A newer ping
+		 * replaces an unanswered one. */
+		memcpy(session->pong_payload, data, length);
+		session->pong_length = length;
+		session->pong_due = 1;
+		break;
+	case K8S_WS_CLOSE:
+		sbx_debug("k8s exec: the server closed the connection (code %d%s%s)",
+			  session->parser.close_code, session->parser.close_reason[0] ? ", " : "",
+			  session->parser.close_reason);
+		session->peer_closed = 1;
+		session->done = 1;
+		return -1;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* Passes LENGTH received bytes to the frame parser. */
+static void consume(struct exec_session *session, const void *data, size_t length)
+{
+	struct sbx_error error;
+
+	session->last_rx_ms = sbx_monotonic_ms();
+	sbx_error_clear(&error);
+	if (k8s_ws_parser_feed(&session->parser, data, length, &error) < 0 && !session->done)
+		session_fail_with(session, &error);
+}
+
+/*
+ * Reads until the connection has nothing more, the queue is half full, or a turn ends.
+ * Returns 1 when the turn ended with data possibly still buffered in OpenSSL, which poll()
+ * does not see.
+ */
+static int receive_pending(struct exec_session *session)
+{
+	int reads;
+
+	for (reads = 0; !session->done && !session->rx_paused; reads++) {
+		struct sbx_error error;
+		ssize_t n;
+
+		if (reads == READS_PER_TURN)
+			return 1;
+		sbx_error_clear(&error);
+		n = k8s_transport_read(&session->transport, session->read_buffer,
+				       session->read_size, &error);
+		if (n == K8S_TRANSPORT_AGAIN)
+			return 0;
+		if (n < 0) {
+			session_fail_with(session, &error);
+			return 0;
+		}
+		if (n == 0) {
+			session->peer_closed = 1;
+			session->done = 1;
+			return 0;
+		}
+		consume(session, session->read_buffer, (size_t) n);
+		if (!session->done && k8s_output_queue_should_pause(&session->output))
+			session->rx_paused = 1;
+	}
+	return 0;
+}
+
+/* ---- the event loop ---- */
+
+/* Checks cancellation, the deadline, idleness, the ping timer and output failures. */
+static void check_timers(struct exec_session *session, int cancelled)
+{
+	const struct k8s_exec_options *options = session->options;
+	int64_t now = sbx_monotonic_ms();
+	int ping_interval = options->ping_interval_ms > 0 ? options->ping_interval_ms
+							  : DEFAULT_PING_INTERVAL_MS;
+	int idle_timeout = options->idle_timeout_ms > 0 ? options->idle_timeout_ms
+							: DEFAULT_IDLE_TIMEOUT_MS;
+
+	if (cancelled) {
+		session_fail(session, SBX_ERROR_CANCELLED, "exec in pod %s/%s: cancelled",
+			     options->namespace, options->pod);
+		return;
+	}
+	if (options->deadline_ms != 0 && now >= options->deadline_ms) {
+		session_fail(session, SBX_ERROR_SYSTEM,
+			     "exec in pod %s/%s: the deadline passed before the command ended",
+			     options->namespace, options->pod);
+		return;
+	}
+	if (session->output.failed) {
+		fail_output(session);
+		return;
+	}
+	/* A paused reader sees no data by choice; that is not idleness. */
+	if (session->rx_paused)
+		session->last_rx_ms = now;
+	if (now - session->last_rx_ms > idle_timeout) {
+		session_fail(session, SBX_ERROR_SYSTEM,
+			     "exec in pod %s/%s: no data and no pong for %d ms; the connection "
+			     "is considered dead",
+			     options->namespace, options->pod, idle_timeout);
+		return;
+	}
+	if (now - session->last_ping_ms >= ping_interval)
+		session->ping_due = 1;
+}
+
+static int poll_timeout(const struct exec_session *session)
+{
+	int64_t deadline = session->options->deadline_ms;
+	int64_t left;
+
+	if (deadline == 0)
+		return TIMER_INTERVAL_MS;
+	left = deadline - sbx_monotonic_ms();
+	if (left < 0)
+		return 0;
+	return left < TIMER_INTERVAL_MS ? (int) left : TIMER_INTERVAL_MS;
+}
+
+static void run_loop(struct exec_session *session)
+{
+	const struct k8s_exec_options *options = session->options;
+
+	while (!session->done) {
+		struct pollfd fds[3];
+		int cancelled = 0, busy = 0, n;
+		nfds_t count = 0;
+		uint64_t counter;
+
+		if (session->rx_paused && k8s_output_queue_may_resume(&session->output))
+			session->rx_paused = 0;
+		if (send_pending(session) < 0)
+			break;
+		if (!session->rx_paused)
+			busy = receive_pending(session);
+		if (session->done)
+			break;
+
+		fds[count++] = (struct pollfd){ .fd = session->transport.fd, .events = 0 };
+		if (!session->rx_paused)
+			fds[0].events |= session->transport.read_events;
+		if (session->send_length > session->send_offset)
+			fds[0].events |= session->transport.write_events;
+		/* Paused with nothing to send: a hang-up must not make poll() return at once
+		 * on every turn, so the socket is left out until reading resumes. */
+		if (fds[0].events == 0)
+			fds[0].fd = -1;
+		fds[count++] = (struct pollfd){ .fd = session->wake_fd, .events = POLLIN };
+		if (options->cancel_fd >= 0)
+			fds[count++] = (struct pollfd){ .fd = options->cancel_fd, .events = POLLIN };
+		n = poll(fds, count, busy ? 0 : poll_timeout(session));
+		if (n < 0 && errno != EINTR) {
+			session_fail(session, SBX_ERROR_SYSTEM, "exec: poll: %s", strerror(errno));
+			break;
+		}
+		if (n > 0 && (fds[1].revents & POLLIN) &&
+		    read(session->wake_fd, &counter, sizeof(counter)) < 0 && errno != EAGAIN) {
+			session_fail(session, SBX_ERROR_SYSTEM, "exec: reading the eventfd: %s",
+				     strerror(errno));
+			break;
+		}
+		if (n > 0 && count == 3 && fds[2].revents != 0)
+			cancelled = 1;
+		check_timers(session, cancelled);
+	}
+}
+
+/* ---- the upgrade ---- */
+
+/* Formats the Host header value: the TLS name or the host, bracketed for IPv6, and the port. */
+static char *host_header(const struct k8s_config *config)
+{
+	const char *name = config->tls_server_name != NULL ? config->tls_server_name
+							   : config->server.host;
+	char *text = NULL;
+
+	if (asprintf(&text, strchr(name, ':') != NULL ? "[%s]:%d" : "%s:%d", name,
+		     config->server.port) < 0)
+		return NULL;
+	return text;
+}
+
+/* Logs the upgrade request line by line with the Authorization value redacted. */
+static void log_request(const char *request)
+{
+	const char *line = request;
+
+	if (!sbx_log_enabled(SBX_LOG_DEBUG))
+		return;
+	while (*line != '\0') {
+		size_t length = strcspn(line, "\r\n");
+
+		if (length == 0)
+			break;
+		if (strncasecmp(line, "Authorization:", 14) == 0)
+			sbx_debug("k8s exec: > Authorization: <redacted>");
+		else
+			sbx_debug("k8s exec: > %.*s", (int) length, line);
+		line += length;
+		line += strspn(line, "\r\n");
+	}
+}
+
+/* Removes the chunked transfer coding from BODY in place; stops at the first bad size line. */
+static size_t dechunk(char *body, size_t length)
+{
+	size_t in = 0, out = 0;
+
+	while (in < length) {
+		char *end;
+		unsigned long size = strtoul(body + in, &end, 16);
+		char *line_end = memchr(body + in, '\n', length - in);
+
+		if (end == body + in || line_end == NULL)
+			break;
+		in = (size_t) (line_end - body) + 1;
+		if (size == 0 || size > length - in)
+			break;
+		memmove(body + out, body + in, size);
+		out += size;
+		in += size;
+		if (in < length && body[in] == '\r')
+			in++;
+		if (in < length && body[in] == '\n')
+			in++;
+	}
+	body[out] = '\0';
+	return out;
+}
+
+/* True when BODY (LENGTH bytes) is all of the response body RESPONSE announced. */
+static int body_complete(const struct k8s_ws_response *response, const char *body,
+			 size_t length)
+{
+	if (response->content_length >= 0)
+		return (int64_t) length >= response->content_length;
+	/* BODY is NUL-terminated; the last chunk has size 0. */
+	if (response->chunked)
+		return strncmp(body, "0\r\n", 3) == 0 || strstr(body, "\n0\r\n") != NULL;
+	return 0;
+}
+
+/*
+ * Reads the body of a refused upgrade (FIRST is what came with the head) and reports
+ * "HTTP <code> <reason>: <Status message>". Authentication, authorisation and the pod lookup
+ * come before the upgrade check, so the body is the API server's Status for them.
+ */
+static void report_refused_upgrade(struct exec_session *session,
+				   const struct k8s_ws_response *response, const void *first,
+				   size_t first_length, struct sbx_error *error)
+{
+	const struct k8s_exec_options *options = session->options;
+	int64_t until = sbx_monotonic_ms() + ERROR_BODY_WAIT_MS;
+	_cleanup_free_ char *body = malloc(ERROR_BODY_MAX + 1);
+	struct k8s_status status;
+	size_t length = 0;
+
+	if (options->deadline_ms != 0 && options->deadline_ms < until)
+		until = options->deadline_ms;
+	session->http_status = response->status_code;
+	memset(&status, 0, sizeof(status));
+	if (body != NULL) {
+		length = first_length < ERROR_BODY_MAX ? first_length : ERROR_BODY_MAX;
+		memcpy(body, first, length);
+		body[length] = '\0';
+		/* Until the announced length, the end of the chunks or the end of the stream. */
+		while (length < ERROR_BODY_MAX && !body_complete(response, body, length)) {
+			struct sbx_error read_error;
+			ssize_t n = k8s_transport_read(&session->transport, body + length,
+						       ERROR_BODY_MAX - length, &read_error);
+
+			if (n == K8S_TRANSPORT_AGAIN) {
+				if (k8s_transport_wait(session->transport.fd,
+						       session->transport.read_events,
+						       options->cancel_fd, until, "reading the body",
+						       &read_error) < 0)
+					break;
+				continue;
+			}
+			if (n <= 0)
+				break;
+			length += (size_t) n;
+			body[length] = '\0';
+		}
+		if (response->chunked)
+			length = dechunk(body, length);
+		k8s_status_from_response(response->status_code, response->content_type, body,
+					 length, NULL, &status);
+	}
+	if (status.message[0] != '\0') {
+		sbx_error_set(error, k8s_status_error_class(&status),
+			      "exec in pod %s/%s: the upgrade failed with HTTP %d %s: %s",
+			      options->namespace, options->pod, response->status_code,
+			      status.reason[0] != '\0' ? status.reason
+						       : k8s_status_class_name(status.status_class),
+			      status.message);
+		return;
+	}
+	sbx_error_set(error, response->status_code == 404 ? SBX_ERROR_NOT_FOUND : SBX_ERROR_SYSTEM,
+		      "exec in pod %s/%s: the upgrade failed with HTTP %d (%s)%s",
+		      options->namespace, options->pod, response->status_code, response->reason,
+		      response->status_code == 403
+			      ? "; a bare 403 means the server accepts neither "
+				"v5.channel.k8s.io nor v4.channel.k8s.io, or RBAC lacks get and "
+				"create on pods/exec"
+			      : "");
+}
+
+/* Builds the upgrade request with a fresh key into *TEXT, before anything is connected. */
+static int build_upgrade_request(const struct k8s_config *config, const char *path,
+				 const char *authorization, char *key, char **text,
+				 size_t *text_length, struct sbx_error *error)
+{
+	_cleanup_free_ char *host = host_header(config);
+	struct k8s_ws_request request = {
+		.path = path,
+		.host = host,
+		.key = key,
+		.protocols = PROTOCOLS_OFFERED,
+		.authorization = authorization,
+	};
+
+	if (host == NULL)
+		return sbx_error_errno(error, ENOMEM, "exec");
+	if (k8s_ws_make_key(key, error) < 0)
+		return -1;
+	return k8s_ws_build_request(&request, REQUEST_HEAD_MAX, text, text_length, error);
+}
+
+/*
+ * Sends the upgrade request TEXT and reads the response. Returns 0 once upgraded, with the
+ * bytes that followed the head already passed to the frame parser.
+ */
+static int upgrade(struct exec_session *session, const char *key, const char *text,
+		   size_t text_length, int64_t until, struct sbx_error *error)
+{
+	const struct k8s_exec_options *options = session->options;
+	struct k8s_ws_response response;
+	size_t consumed = 0;
+	ssize_t n = 0;
+	int ret;
+
+	log_request(text);
+	ret = k8s_transport_write_all(&session->transport, text, text_length, options->cancel_fd,
+				      until, error);
+	if (ret < 0)
+		return sbx_error_prefix(error, "exec in pod %s/%s: sending the upgrade request",
+					options->namespace, options->pod);
+
+	k8s_ws_response_init(&response);
+	ret = -1;
+	while (!response.complete) {
+		n = k8s_transport_read(&session->transport, session->read_buffer,
+				       session->read_size, error);
+		if (n == K8S_TRANSPORT_AGAIN) {
+			if (k8s_transport_wait(session->transport.fd,
+					       session->transport.read_events, options->cancel_fd,
+					       until, "waiting for the upgrade response", error) < 0)
+				goto out;
+			continue;
+		}
+		if (n == 0)
+			sbx_error_set(error, SBX_ERROR_SYSTEM,
+				      "the server closed the connection before its response");
+		if (n <= 0)
+			goto out;
+		if (k8s_ws_response_feed(&response, session->read_buffer, (size_t) n, &consumed,
+					 error) < 0)
+			goto out;
+	}
+	if (response.status_code != 101) {
+		report_refused_upgrade(session, &response, session->read_buffer + consumed,
+				       (size_t) n - consumed, error);
+		k8s_ws_response_clear(&response);
+		return -1;
+	}
+	if (k8s_ws_response_check(&response, key, PROTOCOLS_OFFERED, error) < 0)
+		goto out;
+	/* The check above limits the protocol to one of the offered names. */
+	snprintf(session->result->protocol, sizeof(session->result->protocol), "%.31s",
+		 response.protocol);
+	session->v5 = strcmp(response.protocol, "v5.channel.k8s.io") == 0;
+	session->established = 1;
+	session->last_rx_ms = sbx_monotonic_ms();
+	session->last_ping_ms = session->last_rx_ms;
+	sbx_debug("k8s exec: connected with %s", session->result->protocol);
+	ret = 0;
+	/* Frames that came in the same read as the head. */
+	if ((size_t) n > consumed)
+		consume(session, session->read_buffer + consumed, (size_t) n - consumed);
+out:
+	k8s_ws_response_clear(&response);
+	if (ret < 0)
+		return sbx_error_prefix(error, "exec in pod %s/%s", options->namespace,
+					options->pod);
+	return 0;
+}
+
+/* ---- the call ---- */
 
 static int start_stdin(struct exec_session *session, struct sbx_error *error)
 {
@@ -357,6 +786,9 @@ static int start_stdin(struct exec_session *session, struct sbx_error *error)
 	if (options->stdin_fd < 0)
 		return sbx_error_set(error, SBX_ERROR_INVALID,
 				     "exec: stdin requested without stdin data or descriptor");
+	session->stdin_chunk = malloc(K8S_STDIN_CHUNK);
+	if (session->stdin_chunk == NULL)
+		return sbx_error_errno(error, ENOMEM, "exec");
 	return k8s_stdin_pump_start(&session->stdin_pump, options->stdin_fd,
 				    options->stdin_mode != K8S_EXEC_STDIN_STREAM
 					    ? options->stdin_length
@@ -365,355 +797,27 @@ static int start_stdin(struct exec_session *session, struct sbx_error *error)
 				    session, error);
 }
 
-static void on_established(struct exec_session *session, struct lws *wsi)
+/* Sends a normal close after the status, once and without waiting. */
+static void send_close(struct exec_session *session)
 {
-	session->established = 1;
-	session->last_rx_ms = sbx_monotonic_ms();
-	session->last_ping_ms = session->last_rx_ms;
-	sbx_debug("k8s exec: connected with %s", session->result->protocol);
-	if (!session->v5 && session->options->stdin_mode == K8S_EXEC_STDIN_STREAM) {
-		session_fail(session, SBX_ERROR_SYSTEM,
-			     "exec: the server speaks only %s, which cannot close stdin; run the "
-			     "command with counted stdin or without stdin",
-			     session->result->protocol);
+	unsigned char code[2] = { K8S_WS_CLOSE_NORMAL >> 8, K8S_WS_CLOSE_NORMAL & 0xff };
+	struct sbx_error error;
+	size_t length;
+
+	if (session->peer_closed || session->send_offset != session->send_length)
 		return;
-	}
-	/* The stdin source is read only now, so a refused upgrade consumes none of it. */
-	if (start_stdin(session, &session->failure) < 0) {
-		session->failed = 1;
-		session->done = 1;
-		return;
-	}
-	if (session->stdin_wanted)
-		lws_callback_on_writable(wsi);
+	length = k8s_ws_encode_frame(session->send_buffer, K8S_WS_CLOSE, code, sizeof(code));
+	if (length > 0)
+		(void) k8s_transport_write(&session->transport, session->send_buffer, length,
+					   &error);
 }
 
-static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-		    size_t length)
-{
-	struct exec_session *session = user;
-
-	switch (reason) {
-	case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
-		/* Delivered to protocols[0] without the session, which is the context's user. */
-		session = lws_context_user(lws_get_context(wsi));
-		if (session != NULL && session->insecure)
-			X509_STORE_CTX_set_error((X509_STORE_CTX *) user, X509_V_OK);
-		return 0;
-
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-		unsigned char **p = (unsigned char **) in, *end = *p + length;
-
-		if (session == NULL || session->authorization == NULL)
-			return 0;
-		if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
-						 (unsigned char *) session->authorization,
-						 (int) strlen(session->authorization), p, end)) {
-			session_fail(session, SBX_ERROR_SYSTEM,
-				     "exec: the request headers do not fit in %d bytes",
-				     HEADER_BUFFER_SIZE);
-			return -1;
-		}
-		return 0;
-	}
-
-	case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH:
-		/* The response headers are still attached here and gone later. */
-		if (session != NULL &&
-		    lws_hdr_copy(wsi, session->result->protocol, sizeof(session->result->protocol),
-				 WSI_TOKEN_PROTOCOL) > 0)
-			session->v5 = strcmp(session->result->protocol, "v5.channel.k8s.io") == 0;
-		if (session != NULL && strcmp(session->result->protocol, "v5.channel.k8s.io") != 0 &&
-		    strcmp(session->result->protocol, "v4.channel.k8s.io") != 0) {
-			session_fail(session, SBX_ERROR_SYSTEM,
-				     "exec: the server chose the subprotocol \"%s\"; sbx needs "
-				     "v5.channel.k8s.io or v4.channel.k8s.io",
-				     session->result->protocol);
-			return -1;
-		}
-		return 0;
-
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		if (session != NULL)
-			on_established(session, wsi);
-		return session != NULL && session->failed ? -1 : 0;
-
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		if (session != NULL) {
-			snprintf(session->connect_error, sizeof(session->connect_error), "%s",
-				 in != NULL ? (const char *) in : "connection failed");
-			session->http_status = lws_http_client_http_response(wsi);
-			session->closed = 1;
-			session->done = 1;
-			session->wsi = NULL;
-		}
-		return 0;
-
-	case LWS_CALLBACK_CLIENT_RECEIVE:
-		if (session == NULL || session->done)
-			return -1;
-		return on_receive(session, wsi, in, length);
-
-	case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
-		if (session != NULL)
-			session->last_rx_ms = sbx_monotonic_ms();
-		return 0;
-
-	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		if (session == NULL || session->done)
-			return 0;
-		return on_writeable(session, wsi);
-
-	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		/* A pump thread woke the loop. This arrives at protocols[0] without the session. */
-		session = lws_context_user(lws_get_context(wsi));
-		if (session == NULL || session->wsi == NULL || !session->established ||
-		    session->done)
-			return 0;
-		if (session->rx_paused && k8s_output_queue_may_resume(&session->output)) {
-			session->rx_paused = 0;
-			lws_rx_flow_control(session->wsi, 1);
-		}
-		if (stdin_pending(session))
-			lws_callback_on_writable(session->wsi);
-		return 0;
-
-	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-		if (session != NULL && length >= 2) {
-			const unsigned char *code = in;
-
-			sbx_debug("k8s exec: the server closed the connection (code %u)",
-				  (unsigned) (code[0] << 8 | code[1]));
-		}
-		return 0;
-
-	case LWS_CALLBACK_CLIENT_CLOSED:
-		if (session != NULL) {
-			session->closed = 1;
-			session->done = 1;
-			session->wsi = NULL;
-		}
-		return 0;
-
-	default:
-		return 0;
-	}
-}
-
-static const struct lws_protocols protocols[] = {
-	{ "sbx-k8s-exec", callback, 0, RX_BUFFER_SIZE, 0, NULL, 0 },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 },
-};
-
-/* ---- timer: deadline, cancellation, keepalive ---- */
-
-static void on_timer(lws_sorted_usec_list_t *sul)
-{
-	struct exec_session *session = lws_container_of(sul, struct exec_session, timer);
-	const struct k8s_exec_options *options = session->options;
-	int64_t now = sbx_monotonic_ms();
-	int ping_interval = options->ping_interval_ms > 0 ? options->ping_interval_ms
-							  : DEFAULT_PING_INTERVAL_MS;
-	int idle_timeout = options->idle_timeout_ms > 0 ? options->idle_timeout_ms
-							: DEFAULT_IDLE_TIMEOUT_MS;
-
-	if (options->cancel_fd >= 0) {
-		struct pollfd pfd = { .fd = options->cancel_fd, .events = POLLIN };
-
-		if (poll(&pfd, 1, 0) > 0) {
-			session_fail(session, SBX_ERROR_CANCELLED,
-				     "exec in pod %s/%s: cancelled", options->namespace,
-				     options->pod);
-			return;
-		}
-	}
-	if (options->deadline_ms != 0 && now >= options->deadline_ms) {
-		session_fail(session, SBX_ERROR_SYSTEM,
-			     "exec in pod %s/%s: the deadline passed before the command ended",
-			     options->namespace, options->pod);
-		return;
-	}
-	if (session->established && session->wsi != NULL) {
-		/* A paused reader sees no data by choice; that is not idleness. */
-		if (!session->rx_paused && now - session->last_rx_ms > idle_timeout) {
-			session_fail(session, SBX_ERROR_SYSTEM,
-				     "exec in pod %s/%s: no data and no pong for %d ms; the "
-				     "connection is considered dead",
-				     options->namespace, options->pod, idle_timeout);
-			return;
-		}
-		if (session->rx_paused)
-			session->last_rx_ms = now;
-		if (now - session->last_ping_ms >= ping_interval) {
-			session->ping_due = 1;
-			lws_callback_on_writable(session->wsi);
-		}
-		if (session->output.failed) {
-			session_fail(session, SBX_ERROR_SYSTEM, "exec: cannot write the command's %s: %s",
-				     session->output.failed_channel == 1 ? "stdout" : "stderr",
-				     strerror(session->output.errnum));
-			return;
-		}
-	}
-	lws_sul_schedule(session->context, 0, &session->timer, on_timer, TIMER_INTERVAL_US);
-}
-
-/* ---- failed upgrades ---- */
-
-/*
- * lws 4.1 gives the HTTP status of a refused upgrade but not the body. The same URL as a plain
- * GET brings the server's Status (authentication, authorisation and the pod lookup come
- * before the upgrade check), which is used when it has the same code.
- */
-static void report_failed_upgrade(struct k8s_client *client, struct exec_session *session,
-				  const char *path, struct sbx_error *error)
-{
-	const struct k8s_exec_options *options = session->options;
-	const char *query = strchr(path, '?');
-	_cleanup_free_ char *bare_path = strndup(path, query != NULL ? (size_t) (query - path)
-								 : strlen(path));
-	struct k8s_request request = {
-		.method = "GET",
-		.path = bare_path != NULL ? bare_path + strlen(k8s_client_config(client)->server.prefix)
-					  : "",
-		.query = query != NULL ? query + 1 : NULL,
-		.deadline_ms = sbx_monotonic_ms() + 10000,
-		.no_retry = 1,
-	};
-	struct k8s_response response = { 0 };
-	struct k8s_status status;
-	struct sbx_error replay_error;
-
-	if (session->http_status == 0) {
-		sbx_error_set(error, SBX_ERROR_SYSTEM, "exec in pod %s/%s: %s", options->namespace,
-			      options->pod, session->connect_error);
-		return;
-	}
-	sbx_error_clear(&replay_error);
-	memset(&status, 0, sizeof(status));
-	if (k8s_rest_request(client, &request, &response, &status, &replay_error) == 0)
-		status.http_code = response.http_code;
-	free(response.body);
-	if (status.http_code == (long) session->http_status && status.message[0] != '\0') {
-		sbx_error_set(error, k8s_status_error_class(&status),
-			      "exec in pod %s/%s: the upgrade failed with HTTP %u %s: %s",
-			      options->namespace, options->pod, session->http_status,
-			      status.reason[0] != '\0' ? status.reason
-						       : k8s_status_class_name(status.status_class),
-			      status.message);
-		return;
-	}
-	sbx_error_set(error, session->http_status == 404 ? SBX_ERROR_NOT_FOUND : SBX_ERROR_SYSTEM,
-		      "exec in pod %s/%s: the upgrade failed with HTTP %u (%s)%s",
-		      options->namespace, options->pod, session->http_status,
-		      session->connect_error,
-		      session->http_status == 403
-			      ? "; a bare 403 means the server accepts neither "
-				"v5.channel.k8s.io nor v4.channel.k8s.io, or RBAC lacks get and "
-				"create on pods/exec"
-			      : "");
-}
-
-/* ---- the call ---- */
-
-static int create_context(struct exec_session *session, const struct k8s_config *config,
-			  const struct k8s_credential *credential, SSL_CTX **ssl_context,
-			  struct sbx_error *error)
-{
-	struct lws_context_creation_info info;
-	_cleanup_free_ char *proxy = NULL;
-
-	memset(&info, 0, sizeof(info));
-	info.port = CONTEXT_PORT_NO_LISTEN;
-	info.protocols = protocols;
-	info.user = session;
-	info.pt_serv_buf_size = HEADER_BUFFER_SIZE;
-	info.max_http_header_data = HEADER_BUFFER_SIZE;
-	info.fd_limit_per_thread = 8;
-	info.options = 0;
-	if (config->server.tls) {
-		struct k8s_tls_material material = {
-			.ca_pem = config->ca_pem,
-			.ca_pem_length = config->ca_pem_length,
-			.cert_pem = credential->client_cert_pem,
-			.cert_pem_length = credential->client_cert_pem_length,
-			.key_pem = credential->client_key_pem,
-			.key_pem_length = credential->client_key_pem_length,
-			.insecure = config->insecure_skip_tls_verify,
-		};
-
-		if (k8s_tls_context_new(&material, ssl_context, error) < 0)
-			return sbx_error_prefix(error, "exec: TLS for %s", config->origin);
-		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-		info.provided_client_ssl_ctx = *ssl_context;
-	}
-	if (config->proxy_url != NULL) {
-		/* lws speaks HTTP CONNECT to host:port; other proxy kinds are not available. */
-		if (strncmp(config->proxy_url, "http://", 7) != 0)
-			return sbx_error_set(error, SBX_ERROR_INVALID,
-					     "%s: proxy-url \"%s\": exec supports only http:// "
-					     "proxies",
-					     config->origin, config->proxy_url);
-		proxy = strdup(config->proxy_url + 7);
-		if (proxy == NULL)
-			return sbx_error_errno(error, ENOMEM, "exec");
-		proxy[strcspn(proxy, "/")] = '\0';
-		info.http_proxy_address = proxy;
-	}
-	/* NOTE: without proxy-url, lws 4.1 still honours the http_proxy environment variable
-	 * and has no NO_PROXY support. */
-	session->context = lws_create_context(&info);
-	if (session->context == NULL)
-		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: cannot create the libwebsockets context");
-	return 0;
-}
-
-static int connect_session(struct exec_session *session, const struct k8s_config *config,
-			   const char *path, struct sbx_error *error)
-{
-	struct lws_client_connect_info connect;
-
-	memset(&connect, 0, sizeof(connect));
-	connect.context = session->context;
-	connect.address = config->server.host;
-	connect.port = config->server.port;
-	connect.path = path;
-	/* lws uses host for the Host header, SNI and the name it verifies. */
-	connect.host = config->tls_server_name != NULL ? config->tls_server_name
-						       : config->server.host;
-	connect.origin = NULL;
-	connect.protocol = PROTOCOLS_OFFERED;
-	/* Binds our handler whichever subprotocol the server picks. */
-	connect.local_protocol_name = protocols[0].name;
-	connect.alpn = "http/1.1";
-	connect.userdata = session;
-	connect.pwsi = &session->wsi;
-	if (config->server.tls) {
-		connect.ssl_connection = LCCSCF_USE_SSL;
-		if (config->insecure_skip_tls_verify)
-			connect.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED |
-						  LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-						  LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
-	}
-	if (lws_client_connect_via_info(&connect) == NULL && !session->done)
-		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "exec: cannot start a connection to %s:%d", config->server.host,
-				     config->server.port);
-	return 0;
-}
-
-static int finish(struct k8s_client *client, struct exec_session *session, const char *path,
-		  struct sbx_error *error)
+static int finish(struct exec_session *session, struct sbx_error *error)
 {
 	const struct k8s_exec_options *options = session->options;
 
 	if (session->failed) {
 		*error = session->failure;
-		return -1;
-	}
-	if (!session->established) {
-		report_failed_upgrade(client, session, path, error);
 		return -1;
 	}
 	if (!session->reader.have_status)
@@ -730,6 +834,83 @@ static int finish(struct k8s_client *client, struct exec_session *session, const
 	return 0;
 }
 
+/* Frees an upgrade request, which may carry the bearer token, after wiping it. */
+static void free_request(char **request)
+{
+	if (*request == NULL)
+		return;
+	explicit_bzero(*request, strlen(*request));
+	free(*request);
+}
+
+/* Connects, upgrades and runs the loop. Returns 0 when the loop ran to its end. */
+static int connect_and_run(struct exec_session *session, struct k8s_config *config,
+			   const struct k8s_credential *credential, const char *path,
+			   const char *authorization, SSL_CTX **ssl_context, struct sbx_error *error)
+{
+	const struct k8s_exec_options *options = session->options;
+	int64_t until = sbx_monotonic_ms() + SETUP_TIMEOUT_MS;
+	__attribute__((cleanup(free_request))) char *request = NULL;
+	size_t request_length = 0;
+	char key[K8S_WS_KEY_LENGTH + 1];
+	struct k8s_transport_target target = {
+		.host = config->server.host,
+		.port = config->server.port,
+		.server_name = config->tls_server_name,
+		.insecure = config->insecure_skip_tls_verify,
+		.proxy_url = config->proxy_url,
+		.cancel_fd = options->cancel_fd,
+	};
+
+	if (options->deadline_ms != 0 && options->deadline_ms < until)
+		until = options->deadline_ms;
+	target.until_ms = until;
+	/* An oversized request fails here, before connecting. */
+	if (build_upgrade_request(config, path, authorization, key, &request, &request_length,
+				  error) < 0)
+		return sbx_error_prefix(error, "exec in pod %s/%s", options->namespace,
+					options->pod);
+	if (config->server.tls) {
+		struct k8s_tls_material material = {
+			.ca_pem = config->ca_pem,
+			.ca_pem_length = config->ca_pem_length,
+			.cert_pem = credential->client_cert_pem,
+			.cert_pem_length = credential->client_cert_pem_length,
+			.key_pem = credential->client_key_pem,
+			.key_pem_length = credential->client_key_pem_length,
+			.insecure = config->insecure_skip_tls_verify,
+		};
+
+		if (k8s_tls_context_new(&material, ssl_context, error) < 0)
+			return sbx_error_prefix(error, "exec: TLS for %s", config->origin);
+		target.ssl_context = *ssl_context;
+	}
+	/* NOTE: only proxy-url selects a proxy; the http_proxy, https_proxy and no_proxy
+	 * environment variables that libcurl honours for REST calls are not read here. */
+	if (k8s_transport_open(&session->transport, &target, error) < 0) {
+		if (error != NULL && error->error_class == SBX_ERROR_CANCELLED)
+			return sbx_error_set(error, SBX_ERROR_CANCELLED,
+					     "exec in pod %s/%s: cancelled", options->namespace,
+					     options->pod);
+		return sbx_error_prefix(error, "exec in pod %s/%s: %s", options->namespace,
+					options->pod, config->server.base_url);
+	}
+	if (upgrade(session, key, request, request_length, until, error) < 0)
+		return -1;
+	if (!session->v5 && options->stdin_mode == K8S_EXEC_STDIN_STREAM)
+		return sbx_error_set(error, SBX_ERROR_SYSTEM,
+				     "exec: the server speaks only %s, which cannot close stdin; run "
+				     "the command with counted stdin or without stdin",
+				     session->result->protocol);
+	/* The stdin source is read only now, so a refused upgrade consumes none of it. */
+	if (!session->done && start_stdin(session, error) < 0)
+		return -1;
+	run_loop(session);
+	if (session->reader.have_status)
+		send_close(session);
+	return 0;
+}
+
 /* One attempt; *UNAUTHORIZED is set when the upgrade got a 401. */
 static int exec_once(struct k8s_client *client, const struct k8s_exec_options *options,
 		     struct k8s_exec_result *result, int *unauthorized, struct sbx_error *error)
@@ -738,8 +919,11 @@ static int exec_once(struct k8s_client *client, const struct k8s_exec_options *o
 	struct exec_session session;
 	struct k8s_credential credential;
 	_cleanup_free_ char *path = NULL;
+	char *authorization = NULL;
 	SSL_CTX *ssl_context = NULL;
 	int ret = -1, output_started = 0;
+	size_t queue_max = options->output_queue_max != 0 ? options->output_queue_max
+							  : DEFAULT_OUTPUT_QUEUE_MAX;
 
 	memset(result, 0, sizeof(*result));
 	result->exit_code = -1;
@@ -747,53 +931,54 @@ static int exec_once(struct k8s_client *client, const struct k8s_exec_options *o
 	memset(&session, 0, sizeof(session));
 	session.options = options;
 	session.result = result;
-	session.insecure = config->insecure_skip_tls_verify;
+	session.wake_fd = -1;
+	k8s_transport_init(&session.transport);
 	k8s_wsframe_reader_init(&session.reader, deliver_output, &session);
-	pthread_once(&lws_log_once, lws_log_setup);
+	k8s_ws_parser_init(&session.parser, on_data, on_control, &session);
+	/* A quarter of the queue per read: paused at half full, a queue of 16 KiB or more then
+	 * never reaches its bound, so pushing output does not block the loop. */
+	session.read_size = queue_max / 4 < READ_BUFFER_SIZE ? queue_max / 4 : READ_BUFFER_SIZE;
+	if (session.read_size < 4096)
+		session.read_size = 4096;
 
-	if (k8s_exec_build_path(config, options, &path, error) < 0 ||
-	    check_path_length(options, path, error) < 0)
+	if (k8s_exec_build_path(config, options, &path, error) < 0)
 		return -1;
 	if (k8s_credential_get(config, &credential, error) < 0)
 		return -1;
-	if (credential.token != NULL &&
-	    asprintf(&session.authorization, "Bearer %s", credential.token) < 0) {
-		session.authorization = NULL;
+	if (credential.token != NULL && asprintf(&authorization, "Bearer %s", credential.token) < 0) {
+		authorization = NULL;
 		return sbx_error_errno(error, ENOMEM, "exec");
 	}
-	session.send_buffer = malloc(LWS_PRE + 1 + K8S_STDIN_CHUNK);
-	if (session.send_buffer == NULL) {
+	session.read_buffer = malloc(session.read_size);
+	session.send_buffer = malloc(SEND_BUFFER_SIZE);
+	session.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (session.read_buffer == NULL || session.send_buffer == NULL) {
 		sbx_error_errno(error, ENOMEM, "exec");
 		goto out;
 	}
-	if (create_context(&session, config, &credential, &ssl_context, error) < 0)
+	if (session.wake_fd < 0) {
+		sbx_error_errno(error, errno, "exec: eventfd");
 		goto out;
+	}
 	if (k8s_output_queue_start(&session.output, options->stdout_fd, options->stderr_fd,
-				   options->output_queue_max != 0 ? options->output_queue_max
-								  : DEFAULT_OUTPUT_QUEUE_MAX,
-				   wake_event_loop, &session, error) < 0)
+				   queue_max, wake_event_loop, &session, error) < 0)
 		goto out;
 	output_started = 1;
 
 	sbx_debug("k8s exec: GET %s%s (protocols %s)", config->server.base_url,
 		  path + strlen(config->server.prefix), PROTOCOLS_OFFERED);
-	lws_sul_schedule(session.context, 0, &session.timer, on_timer, TIMER_INTERVAL_US);
-	if (connect_session(&session, config, path, error) < 0)
+	if (connect_and_run(&session, config, &credential, path, authorization, &ssl_context,
+			    error) < 0) {
+		*unauthorized = session.http_status == 401;
 		goto out;
-	while (!session.done)
-		if (lws_service(session.context, 0) < 0)
-			break;
+	}
 
-	lws_sul_cancel(&session.timer);
-	/* The pumps must not wake a context that is going away. */
+	/* The pumps must not wake a loop that is gone. */
 	k8s_stdin_pump_stop(&session.stdin_pump);
 	k8s_output_queue_detach(&session.output);
-	/* Closing the connection here makes lws deliver CLIENT_CLOSED while the session is
-	 * still alive. */
-	lws_context_destroy(session.context);
-	session.context = NULL;
+	k8s_transport_close(&session.transport);
 
-	ret = finish(client, &session, path, error);
+	ret = finish(&session, error);
 	if (ret == 0 || session.failure.error_class != SBX_ERROR_CANCELLED) {
 		struct sbx_error output_error;
 
@@ -808,45 +993,76 @@ static int exec_once(struct k8s_client *client, const struct k8s_exec_options *o
 		}
 		output_started = 0;
 	}
-	*unauthorized = !session.established && session.http_status == 401;
 
 out:
 	k8s_stdin_pump_stop(&session.stdin_pump);
 	if (output_started)
 		k8s_output_queue_detach(&session.output);
-	if (session.context != NULL) {
-		lws_sul_cancel(&session.timer);
-		lws_context_destroy(session.context);
-	}
+	k8s_transport_close(&session.transport);
 	if (output_started) {
 		result->output_queue_peak = session.output.peak;
 		k8s_output_queue_abort(&session.output);
 	}
 	if (ssl_context != NULL)
 		k8s_tls_context_free(ssl_context);
+	if (session.wake_fd >= 0)
+		close(session.wake_fd);
 	k8s_wsframe_reader_clear(&session.reader);
+	free(session.read_buffer);
 	free(session.send_buffer);
-	if (session.authorization != NULL) {
-		explicit_bzero(session.authorization, strlen(session.authorization));
-		free(session.authorization);
+	free(session.stdin_chunk);
+	if (authorization != NULL) {
+		explicit_bzero(authorization, strlen(authorization));
+		free(authorization);
 	}
 	return ret;
+}
+
+/*
+ * OpenSSL writes to the socket with write(), so a peer that has gone raises SIGPIPE. The
+ * signal is blocked in this thread during the call and a pending one is discarded
+ * afterwards, without touching the process's signal dispositions.
+ */
+static void block_sigpipe(sigset_t *old)
+{
+	sigset_t pipe_signal;
+
+	sigemptyset(&pipe_signal);
+	sigaddset(&pipe_signal, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_signal, old);
+}
+
+static void restore_sigpipe(const sigset_t *old)
+{
+	sigset_t pipe_signal;
+	struct timespec zero = { 0, 0 };
+
+	if (sigismember(old, SIGPIPE))
+		return;
+	sigemptyset(&pipe_signal);
+	sigaddset(&pipe_signal, SIGPIPE);
+	while (sigtimedwait(&pipe_signal, NULL, &zero) == SIGPIPE)
+		;
+	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
 int k8s_exec_run(struct k8s_client *client, const struct k8s_exec_options *options,
 		 struct k8s_exec_result *result, struct sbx_error *error)
 {
 	struct k8s_exec_result local_result;
-	int unauthorized = 0;
+	int unauthorized = 0, ret;
+	sigset_t old_mask;
 
 	if (result == NULL)
 		result = &local_result;
-	if (exec_once(client, options, result, &unauthorized, error) == 0)
-		return 0;
+	block_sigpipe(&old_mask);
+	ret = exec_once(client, options, result, &unauthorized, error);
 	/* A 401 comes before anything ran: retry once with a refreshed credential, as REST
 	 * calls do. */
-	if (!unauthorized || !k8s_credential_invalidate(k8s_client_config(client)))
-		return -1;
-	sbx_debug("k8s exec: 401 from the API server, refreshing the credential");
-	return exec_once(client, options, result, &unauthorized, error);
+	if (ret < 0 && unauthorized && k8s_credential_invalidate(k8s_client_config(client))) {
+		sbx_debug("k8s exec: 401 from the API server, refreshing the credential");
+		ret = exec_once(client, options, result, &unauthorized, error);
+	}
+	restore_sigpipe(&old_mask);
+	return ret;
 }

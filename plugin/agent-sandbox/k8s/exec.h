@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Pod exec over WebSocket (libwebsockets), offering v5.channel.k8s.io then v4.channel.k8s.io.
+ * Pod exec over WebSocket, offering v5.channel.k8s.io then v4.channel.k8s.io.
  *
  * The exit code comes only from the status channel: Success is 0, Failure with reason
  * NonZeroExitCode carries the code. Any other status, and a connection that ends without a
@@ -20,8 +20,8 @@
  *    while on v4 stdin stays open and a command that reads more waits forever.
  *
  * Flow control: stdin is read from its descriptor only when the previous chunk has been
- * handed to libwebsockets; output waits in a bounded queue, and reading from the socket stops
- * (lws_rx_flow_control) while the queue is over half full.
+ * framed for sending; output waits in a bounded queue, and reading from the socket stops when
+ * the queue is half full and resumes at a quarter.
  */
 #ifndef SBX_K8S_EXEC_H
 #define SBX_K8S_EXEC_H

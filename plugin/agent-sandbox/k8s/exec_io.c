@@ -109,7 +109,7 @@ static void *output_thread(void *arg)
 		pthread_cond_broadcast(&queue->changed);
 		free(chunk);
 		/* Called under the lock, so k8s_output_queue_detach() guarantees no wake-up is
-		 * running once it returns; the wake-up only writes to lws's pipe. */
+		 * running once it returns; the wake-up only writes to an eventfd. */
 		if (wake && queue->wake != NULL)
 			queue->wake(queue->wake_userdata);
 	}

@@ -7,8 +7,8 @@
  *    and restart reading from the socket;
  *  - the stdin pump reads one chunk at a time from a descriptor and waits until the event
  *    loop has sent it before reading the next.
- * WAKE is called from the pump thread when the event loop has something to do (lws
- * cancel-service).
+ * WAKE is called from the pump thread when the event loop has something to do (exec.c writes
+ * to an eventfd the loop polls).
  */
 #ifndef SBX_K8S_EXEC_IO_H
 #define SBX_K8S_EXEC_IO_H

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * OpenSSL contexts built from in-memory PEM: the whole CA bundle (libwebsockets 4.1's own
- * loader takes only the first certificate), a client certificate chain and its key.
+ * OpenSSL contexts built from in-memory PEM: the whole CA bundle, a client certificate chain
+ * and its key.
  */
 #ifndef SBX_K8S_TLS_H
 #define SBX_K8S_TLS_H

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The channel layer of pod exec over WebSocket (v4.channel.k8s.io and v5.channel.k8s.io):
- * each binary message starts with a channel byte. libwebsockets delivers a message in as many
- * receive callbacks as it likes and never reassembles it, so the reader keeps the channel of
- * the message in progress and accumulates the status channel until the message ends. Pure
- * functions, without libwebsockets, so they can be tested with any fragmentation.
+ * each binary message starts with a channel byte. The frame parser (websocket.h) delivers a
+ * message as payload slices of its frames and never reassembles it, so the reader keeps the
+ * channel of the message in progress and accumulates the status channel until the message
+ * ends. Pure functions without I/O, so they can be tested with any fragmentation.
  */
 #ifndef SBX_K8S_WSFRAME_H
 #define SBX_K8S_WSFRAME_H

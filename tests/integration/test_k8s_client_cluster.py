@@ -177,9 +177,11 @@ class K8sClientClusterTest(unittest.TestCase):
 
     def test_exec_fragmented_large_output(self):
         self.cluster.set_faults([{"type": "exec-fragment"}])
-        completed, summary = self.exec_tool("sh", "-c", "head -c 5000000 /dev/urandom | "
-                                            "tee /tmp/sbx-frag-$$.bin | sha256sum >&2; "
-                                            "cat /tmp/sbx-frag-$$.bin; rm /tmp/sbx-frag-$$.bin")
+        # mktemp: the fake's pods share the host's /tmp, and pids repeat across pods.
+        completed, summary = self.exec_tool("sh", "-c", "f=$(mktemp) && "
+                                            "head -c 5000000 /dev/urandom | "
+                                            "tee \"$f\" | sha256sum >&2; "
+                                            "cat \"$f\"; rm \"$f\"")
         self.assertEqual(completed.returncode, 0, completed.stderr)
         self.assertEqual(len(completed.stdout), 5000000)
         self.assertEqual(hashlib.sha256(completed.stdout).hexdigest().encode(),

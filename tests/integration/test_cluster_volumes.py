@@ -2,7 +2,6 @@
 cluster: emptyDir volumes are private tmpfs mounts per pod that vanish with the pod, and exec
 runs as the container's user."""
 import os
-import time
 import unittest
 
 from cluster_support import (KUBECTL, PODS_API, FakeCluster, create_running_pod, kubectl,

@@ -368,8 +368,8 @@ class PodRuntime:
                         kill_quietly(process.pid, signal.SIGKILL)
             for task in self.tasks:
                 task.cancel()
-            # The pod's mount namespace, and with it every volume, is gone with its last
-            # process; only mount point directories made on the host remain to remove.
+            # Every volume went away with the pod's mount namespace and its last process.
+            # Only the mount point directories made on the host are left to remove.
             self.kubelet.mount_points.release(self.uid)
             if self.netns:
                 self.kubelet.netpolicy.forget(self.netns)
@@ -506,7 +506,7 @@ class Kubelet:
     async def _start(self, runtime):
         namespace, name = runtime.namespace, runtime.name
         try:
-            # Waiting for a missing ConfigMap or Secret holds no start slot.
+            # A pod that waits for a missing ConfigMap or Secret takes no start slot.
             await runtime.wait_for_volumes()
             async with self.start_slots:
                 await runtime.start()

@@ -7,7 +7,7 @@ mount is then removed. Nothing reaches the host's mount table: the pod's mount n
 private propagation, so its mounts go away with its last process.
 
 All containers of a pod share one mount namespace here (a real runtime gives each container
-its own), so a pod sees the union of its containers' volumeMounts.
+its own), so every container of a pod gets the volumeMounts of all of them.
 """
 import asyncio
 import base64
@@ -27,10 +27,10 @@ _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$
 _FACTORS = {None: 1, "k": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15,
             "E": 10 ** 18, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40,
             "Pi": 2 ** 50, "Ei": 2 ** 60}
-# The kinds a real kubelet supports and this one does not; the pod is rejected with a message.
+# Kinds a real kubelet supports and this one does not. A pod using one is rejected.
 UNSUPPORTED_KINDS = ("persistentVolumeClaim", "projected", "downwardAPI", "ephemeral", "nfs",
                      "csi", "iscsi", "image", "gitRepo")
-# configMap and secret files get mode 0644 unless defaultMode or an item's mode says otherwise.
+# The mode of configMap and secret files unless defaultMode or an item's mode sets another.
 DEFAULT_FILE_MODE = 0o644
 
 
@@ -64,10 +64,10 @@ def _clean_mount_path(path):
     return os.path.normpath(path)
 
 
-def _clean_relative(path, what):
+def _clean_relative(path, field):
     if not isinstance(path, str) or not path or path.startswith("/") or \
             ".." in path.split("/"):
-        raise VolumeError('%s "%s" must be a relative path without ".."' % (what, path))
+        raise VolumeError('%s "%s" must be a relative path without ".."' % (field, path))
     return os.path.normpath(path)
 
 
@@ -336,7 +336,7 @@ class PodVolumes:
                     os.write(fd, content)
                     if fs_group is not None:
                         # The kubelet's ownership change makes files of read-only volumes
-                        # readable by the fsGroup, whatever defaultMode says.
+                        # readable by the fsGroup, whatever defaultMode sets.
                         os.fchown(fd, 0, fs_group)
                         mode |= 0o440
                     os.fchmod(fd, mode)

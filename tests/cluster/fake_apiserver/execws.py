@@ -191,7 +191,8 @@ class ExecSession:
     async def start_process(self):
         runtime = self.runtime
         env = runtime.environment(self.container, {"TERM": "xterm"} if self.tty else None)
-        argv = runtime.nsenter_argv(self.container.spec.get("workingDir")) + self.argv
+        argv = runtime.nsenter_argv(self.container.spec.get("workingDir"),
+                                    self.container) + self.argv
         if self.tty:
             master, slave = os.openpty()
             self.pty_master = master

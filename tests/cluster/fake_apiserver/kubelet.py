@@ -1,6 +1,7 @@
 """Kubelet emulation: every scheduled Pod becomes real processes in its own PID, mount, UTS,
 IPC and network namespaces on this machine. Exec, logs, restarts and graceful deletion act on
-those processes.
+those processes. Volumes are mounted in the pod's mount namespace (see volumes.py), and
+securityContext users and groups apply to container, probe and exec processes.
 
 Containers run host binaries: there are no images, so "image" is recorded but not pulled, and
 a container without "command" runs a pause process (sleep) in place of its entrypoint.
@@ -19,11 +20,16 @@ from . import errors, execws
 from .procs import DEFAULT_PATH, child_pids, die_with_parent, kill_quietly, exit_code
 from .network import CommandError, Network
 from .store import now_rfc3339
+from .volumes import (MountPointRegistry, PodVolumes, VolumeError, setpriv_argv,
+                      user_identity)
 
 log = logging.getLogger("fake-apiserver.kubelet")
 
 NODE_NAME = "sbx-fake-node"
 PODS = ("", "pods")
+EVENTS = ("", "events")
+
+
 class Container:
     """One container's process and its status."""
 
@@ -72,6 +78,10 @@ class PodRuntime:
         self.start_done = asyncio.Event()
         self.started = False
         self.phase = "Pending"
+        self.stop_requested = asyncio.Event()
+        self.volumes = None
+        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        self.fs_group = int(fs_group) if fs_group is not None else None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -117,13 +127,17 @@ class PodRuntime:
 
         # Wait until the pause shell has replaced itself with sleep, so the hostname is set.
         for _ in range(200):
-            try:
-                with open("/proc/%d/comm" % self.pause_pid) as stream:
-                    if stream.read().strip() == "sleep":
-                        break
-            except FileNotFoundError:
+            if self._is_sleeping(self.pause_pid) or not os.path.exists("/proc/%d"
+                                                                        % self.pause_pid):
                 break
             await asyncio.sleep(0.005)
+
+        if not os.path.exists("/proc/%d" % self.pause_pid):
+            raise CommandError("the pod sandbox process %d exited during its setup"
+                               % self.pause_pid)
+        if self.volumes is not None and self.volumes.mounts:
+            self.kubelet.mount_points.acquire(self.uid, self.volumes.host_mount_points())
+            await self.volumes.mount(self.pause_pid, self.fs_group)
 
         self.started = True
         await self.kubelet.netpolicy.apply_pod(self)
@@ -132,11 +146,51 @@ class PodRuntime:
         for container in self.containers:
             await self.start_container(container)
 
+    @staticmethod
+    def _is_sleeping(pid):
+        try:
+            with open("/proc/%d/comm" % pid) as stream:
+                return stream.read().strip() == "sleep"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    async def wait_for_volumes(self):
+        """Check the pod's volumes and read the objects they project, retrying once a second
+        while an object is missing, as the kubelet's volume manager does. Raises VolumeError
+        for volumes that can never be set up; returns early when the pod is deleted."""
+        last_message = None
+        while not self.stopping:
+            try:
+                if self.volumes is None:
+                    staging = os.path.join(self.log_dir, "volumes")
+                    self.volumes = PodVolumes(self.kubelet.store, self.namespace, self.spec,
+                                              staging)
+                self.volumes.resolve()
+                return
+            except VolumeError as error:
+                if not error.retry:
+                    raise
+                if str(error) != last_message:
+                    last_message = str(error)
+                    log.info("pod %s/%s: waiting for a volume: %s", self.namespace, self.name,
+                             error)
+                    self.kubelet.record_event(self, "FailedMount", last_message)
+            try:
+                await asyncio.wait_for(self.stop_requested.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
     def hostname(self):
         return (self.spec.get("hostname") or self.name)[:63]
 
+    def identity(self, container):
+        """Return (uid, gid, groups, home) of the container's processes, or None for root."""
+        return user_identity(self.spec, container.spec)
+
     def environment(self, container, extra=None):
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname(), "HOME": "/root"}
+        identity = self.identity(container)
+        home = identity[3] if identity else "/root"
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname(), "HOME": home}
         for item in container.spec.get("env") or []:
             if "value" in item:
                 env[item["name"]] = str(item["value"])
@@ -144,13 +198,31 @@ class PodRuntime:
             env.update(extra)
         return env
 
-    def nsenter_argv(self, working_dir=None):
+    def nsenter_argv(self, working_dir=None, container=None):
+        """Return the argv prefix that runs a command in the pod's namespaces, as the
+        container's user when its securityContext sets one."""
         argv = ["nsenter", "-t", str(self.pause_pid), "-m", "-u", "-i", "-p"]
         if self.netns:
             argv.append("-n")
         wd = working_dir if working_dir and os.path.isdir(working_dir) else "/"
         argv += ["--wd=%s" % wd, "--"]
+        identity = self.identity(container) if container is not None else None
+        if identity is not None:
+            argv += setpriv_argv(identity)
         return argv
+
+    def non_root_violation(self, container):
+        """Return the kubelet's message when runAsNonRoot is set and the container would run
+        as root, else None. Containers run host binaries, whose image user is root."""
+        pod_context = self.spec.get("securityContext") or {}
+        context = container.spec.get("securityContext") or {}
+        non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+        identity = self.identity(container)
+        if non_root and (identity is None or identity[0] == 0):
+            return ("container has runAsNonRoot and image will run as root (pod: "
+                    '"%s_%s(%s)", container: %s)' % (self.name, self.namespace, self.uid,
+                                                    container.name))
+        return None
 
     def container_argv(self, container):
         spec = container.spec
@@ -165,11 +237,18 @@ class PodRuntime:
     async def start_container(self, container):
         if self.stopping:
             return
+        violation = self.non_root_violation(container)
+        if violation:
+            log.info("pod %s/%s: %s", self.namespace, self.name, violation)
+            container.state = {"waiting": {"reason": "CreateContainerConfigError",
+                                           "message": violation}}
+            self.kubelet.record_event(self, "Failed", "Error: " + violation, "Warning")
+            return
         log_path = os.path.join(self.log_dir, "%s.log" % container.name)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             container.process = await asyncio.create_subprocess_exec(
-                *self.nsenter_argv(container.spec.get("workingDir")),
+                *self.nsenter_argv(container.spec.get("workingDir"), container),
                 *self.container_argv(container), stdin=subprocess.DEVNULL, stdout=log_fd,
                 stderr=log_fd, env=self.environment(container), preexec_fn=die_with_parent)
         finally:
@@ -192,7 +271,7 @@ class PodRuntime:
         while not self.stopping and container.process is process and \
                 process.returncode is None:
             proc = await asyncio.create_subprocess_exec(
-                *self.nsenter_argv(), *command, stdin=subprocess.DEVNULL,
+                *self.nsenter_argv(container=container), *command, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=self.environment(container), preexec_fn=die_with_parent)
             try:
@@ -253,6 +332,7 @@ class PodRuntime:
             await self.stopped.wait()
             return
         self.stopping = True
+        self.stop_requested.set()
         # A pod deleted while it starts is stopped once its processes exist.
         await self.start_done.wait()
         try:
@@ -288,6 +368,9 @@ class PodRuntime:
                         kill_quietly(process.pid, signal.SIGKILL)
             for task in self.tasks:
                 task.cancel()
+            # Every volume went away with the pod's mount namespace and its last process.
+            # Only the mount point directories made on the host are left to remove.
+            self.kubelet.mount_points.release(self.uid)
             if self.netns:
                 self.kubelet.netpolicy.forget(self.netns)
                 await self.kubelet.network.remove_pod(self.netns, self.address)
@@ -338,6 +421,7 @@ class Kubelet:
         # Pod starts in progress at once. Each start runs a few short processes (ip, unshare),
         # so a handful in parallel keeps both cores busy without a fork storm.
         self.start_slots = asyncio.Semaphore(8)
+        self.mount_points = MountPointRegistry()
 
     def setup(self):
         self.network.setup()
@@ -422,15 +506,23 @@ class Kubelet:
     async def _start(self, runtime):
         namespace, name = runtime.namespace, runtime.name
         try:
+            # A pod that waits for a missing ConfigMap or Secret takes no start slot.
+            await runtime.wait_for_volumes()
             async with self.start_slots:
                 await runtime.start()
-        except (CommandError, OSError) as error:
+        except (CommandError, OSError, VolumeError) as error:
+            reason = "FailedMount" if isinstance(error, VolumeError) else \
+                "CreatePodSandboxError"
             log.error("pod %s/%s: sandbox creation failed: %s", namespace, name, error)
             message = str(error)
+            # A volume that can never be set up fails the pod before start() runs, and
+            # stop() waits for this event.
+            runtime.start_done.set()
+            self.record_event(runtime, reason, message)
 
             def failed(obj):
                 obj.setdefault("status", {}).update({
-                    "phase": "Pending", "reason": "CreatePodSandboxError", "message": message})
+                    "phase": "Pending", "reason": reason, "message": message})
             self.store.mutate(PODS, namespace, name, failed, subresource="status")
             return
         self.netpolicy.schedule()
@@ -439,6 +531,22 @@ class Kubelet:
         for container in runtime.containers:
             container.ready = "running" in container.state
         self.write_status(runtime)
+
+    def record_event(self, runtime, reason, message, type_="Warning"):
+        """Store an Event about the pod from the kubelet, as `kubectl describe pod` shows."""
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"generateName": runtime.name + ".",
+                              "namespace": runtime.namespace},
+                 "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": runtime.name,
+                                    "namespace": runtime.namespace, "uid": runtime.uid},
+                 "reason": reason, "message": message, "type": type_, "count": 1,
+                 "firstTimestamp": now_rfc3339(), "lastTimestamp": now_rfc3339(),
+                 "source": {"component": "kubelet", "host": NODE_NAME}}
+        try:
+            self.store.create(EVENTS, runtime.namespace, event, internal=True)
+        except errors.ApiError as error:
+            log.info("pod %s/%s: event %s not stored: %s", runtime.namespace, runtime.name,
+                     reason, error)
 
     def schedule_status(self, runtime):
         self.pending_status.add(runtime.uid)

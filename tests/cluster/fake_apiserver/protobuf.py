@@ -1,9 +1,12 @@
 """Just enough of the Kubernetes protobuf encoding to read the request bodies kubectl's typed
-clients send that way (SelfSubjectAccessReview, SelfSubjectReview, Eviction).
+clients send that way: the review kinds, Eviction, and the core kinds `kubectl create`
+makes (Namespace, ConfigMap, Secret, ServiceAccount).
 
 A body is the 4-byte magic "k8s\\0" followed by a runtime.Unknown message: field 1 TypeMeta
 (apiVersion = 1, kind = 2) and field 2 the raw bytes of the object's own message.
 """
+import base64
+
 from .errors import ApiError
 
 MAGIC = b"k8s\x00"
@@ -56,13 +59,81 @@ def _message(message, number):
     return fields(values[0]) if values else None
 
 
+def _strings(message, number):
+    return [value.decode() for value in message.get(number, [])]
+
+
+def _map(message, number, decode_value=bytes.decode):
+    """Decode a protobuf map field: repeated entries with the key in field 1, the value in 2."""
+    result = {}
+    for entry in message.get(number, []):
+        item = fields(entry)
+        result[_string(item, 1)] = decode_value(item.get(2, [b""])[0])
+    return result
+
+
+def _base64(value):
+    return base64.b64encode(value).decode()
+
+
 def _object_meta(meta):
     result = {}
     if meta is not None:
         for number, key in ((1, "name"), (2, "generateName"), (3, "namespace")):
             if meta.get(number):
                 result[key] = _string(meta, number)
+        for number, key in ((11, "labels"), (12, "annotations")):
+            if meta.get(number):
+                result[key] = _map(meta, number)
+        if meta.get(14):
+            result["finalizers"] = _strings(meta, 14)
     return result
+
+
+def _namespace(raw):
+    namespace = fields(raw)
+    body = {"metadata": _object_meta(_message(namespace, 1))}
+    spec = _message(namespace, 2)
+    if spec and spec.get(1):
+        body["spec"] = {"finalizers": _strings(spec, 1)}
+    return body
+
+
+def _config_map(raw):
+    config_map = fields(raw)
+    body = {"metadata": _object_meta(_message(config_map, 1))}
+    if config_map.get(2):
+        body["data"] = _map(config_map, 2)
+    if config_map.get(3):
+        body["binaryData"] = _map(config_map, 3, _base64)
+    if config_map.get(4):
+        body["immutable"] = bool(config_map[4][0])
+    return body
+
+
+def _secret(raw):
+    secret = fields(raw)
+    body = {"metadata": _object_meta(_message(secret, 1))}
+    if secret.get(2):
+        body["data"] = _map(secret, 2, _base64)
+    if secret.get(3):
+        body["type"] = _string(secret, 3)
+    if secret.get(4):
+        body["stringData"] = _map(secret, 4)
+    if secret.get(5):
+        body["immutable"] = bool(secret[5][0])
+    return body
+
+
+def _service_account(raw):
+    account = fields(raw)
+    body = {"metadata": _object_meta(_message(account, 1))}
+    if account.get(3):
+        body["imagePullSecrets"] = [{"name": _string(fields(entry), 1)}
+                                    for entry in account[3]]
+    if account.get(4):
+        body["automountServiceAccountToken"] = bool(account[4][0])
+    return body
 
 
 def _access_review(raw):
@@ -95,6 +166,10 @@ DECODERS = {
     "SelfSubjectRulesReview": lambda raw: {"spec": {}},
     "SelfSubjectReview": lambda raw: {},
     "Eviction": _eviction,
+    "Namespace": _namespace,
+    "ConfigMap": _config_map,
+    "Secret": _secret,
+    "ServiceAccount": _service_account,
 }
 
 

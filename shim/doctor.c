@@ -77,8 +77,8 @@ static void print_error_check(struct doctor_state *state, const char *name, cons
 #define PEEK_FILE_MAX (1024 * 1024)
 
 /*
- * Reads the top-level "backend" of the configuration file PATH, which failed to load, so the
- * doctor knows which backend it selects. Returns a string to free, or NULL when the file
+ * Reads the top-level "backend" of the configuration file PATH, which failed to load, to find
+ * the backend it selects. Returns a string to free, or NULL when the file
  * cannot be read as YAML or names no backend.
  */
 static char *peek_backend(const char *path)

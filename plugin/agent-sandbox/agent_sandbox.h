@@ -141,7 +141,7 @@ struct as_template_failure {
 };
 
 /* Checks the template of warm pool POOL through the pool; *TEMPLATE gets it when not NULL.
- * On failure *FAILURE says which request failed. */
+ * On failure *FAILURE names the request that failed. */
 int as_template_check(struct sbx_executor *executor, const char *pool, struct json_object **template,
 		      struct as_template_failure *failure, struct sbx_error *error);
 
@@ -203,7 +203,7 @@ int as_probe_reachable(struct sbx_executor *executor, const struct as_sandbox *s
 		       struct sbx_error *error);
 
 /* doctor_probe.c: starts a pod under a deny-all policy and probes from it. MISSING lists the
- * verbs the probe needs that the identity lacks ("" for none, NULL when unknown); the probe
+ * verbs the probe needs that the identity lacks ("" for none, NULL when unknown). The probe
  * runs only when it is "", because otherwise it could leave objects behind. */
 void as_check_enforcement(struct sbx_executor *executor, sbx_check_fn callback, void *userdata,
 			  const char *missing, int *failed);

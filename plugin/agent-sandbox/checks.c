@@ -153,7 +153,7 @@ static void check_identity(struct checker *checker)
 	json_object_put(review);
 }
 
-/* Which configurations make jobs use a verb. */
+/* Configurations in which jobs use a verb. */
 enum verb_use {
 	USE_ALWAYS,
 	USE_DIRECT, /* Sandboxes created from agent_sandbox.pod_template */
@@ -174,7 +174,7 @@ struct verb {
 /*
  * Every verb sbx sends in the namespace. get on sandboxclaims and sandboxes reads the object
  * when a retried create finds it exists, and get on sandboxes also reads the pod-name
- * annotation; list on them catches up after a watch's resourceVersion expired (410).
+ * annotation. list on them catches up after a watch's resourceVersion expired (410).
  */
 static const struct verb verbs[] = {
 	{ "extensions.agents.x-k8s.io", "sandboxclaims", NULL, "create", USE_CLAIMS, 0 },

@@ -125,7 +125,7 @@ static int delete_probe_object(struct sbx_executor *executor, const char *path,
 
 /*
  * Deletes the probe's pod and policy. What cannot be deleted is reported with the command that
- * removes it, because nothing else does: `sbx gc` knows only the journal's sandboxes.
+ * removes it, because nothing else does: `sbx gc` reads only the journal's sandboxes.
  */
 static void remove_probe(struct sbx_executor *executor, sbx_check_fn callback, void *userdata,
 			 const char *name, const char *pod_path, int have_pod,

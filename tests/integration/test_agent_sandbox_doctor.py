@@ -1,6 +1,7 @@
-"""`sbx doctor` of the agent-sandbox backend against the fake cluster (tests/cluster/): the
-enforcement probe runs only with the verbs to clean up after itself, each failure gets the fix
-of its class, and a few of the backend's messages name what they acted on."""
+"""`sbx doctor` of the agent-sandbox backend against the fake cluster (tests/cluster/).
+
+The enforcement probe runs only with the verbs to clean up after itself, and each failure gets
+the fix of its class. A few of the backend's messages name the objects they acted on."""
 import base64
 import json
 import os

@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* `sbx doctor`: checks the configuration, the plugin and the backend's prerequisites. */
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
 
+#include "cleanup.h"
 #include "error.h"
 #include "loader.h"
 #include "log.h"
@@ -67,6 +73,65 @@ static void print_error_check(struct doctor_state *state, const char *name, cons
 	print_check(state, SBX_CHECK_FAILED, name, detail, fix);
 }
 
+/* The configuration loader rejects larger files, so there is no backend to find in one. */
+#define PEEK_FILE_MAX (1024 * 1024)
+
+/*
+ * Reads the top-level "backend" of the configuration file PATH, which failed to load, to find
+ * the backend it selects. Returns a string to free, or NULL when the file
+ * cannot be read as YAML or names no backend.
+ */
+static char *peek_backend(const char *path)
+{
+	_cleanup_fclose_ FILE *stream = NULL;
+	yaml_parser_t parser;
+	yaml_document_t document;
+	yaml_node_t *root;
+	struct stat st;
+	char *backend = NULL;
+	int fd;
+
+	if (path == NULL)
+		return NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > PEEK_FILE_MAX) {
+		close(fd);
+		return NULL;
+	}
+	stream = fdopen(fd, "r");
+	if (stream == NULL) {
+		close(fd);
+		return NULL;
+	}
+	if (!yaml_parser_initialize(&parser))
+		return NULL;
+	yaml_parser_set_input_file(&parser, stream);
+	if (!yaml_parser_load(&parser, &document)) {
+		yaml_parser_delete(&parser);
+		return NULL;
+	}
+	root = yaml_document_get_root_node(&document);
+	for (yaml_node_pair_t *pair = root != NULL && root->type == YAML_MAPPING_NODE
+					      ? root->data.mapping.pairs.start
+					      : NULL;
+	     pair != NULL && pair < root->data.mapping.pairs.top; pair++) {
+		yaml_node_t *key = yaml_document_get_node(&document, pair->key);
+		yaml_node_t *value = yaml_document_get_node(&document, pair->value);
+
+		if (key != NULL && value != NULL && key->type == YAML_SCALAR_NODE &&
+		    value->type == YAML_SCALAR_NODE &&
+		    strcmp((const char *) key->data.scalar.value, "backend") == 0) {
+			free(backend);
+			backend = strdup((const char *) value->data.scalar.value);
+		}
+	}
+	yaml_document_delete(&document);
+	yaml_parser_delete(&parser);
+	return backend;
+}
+
 static void on_check(void *userdata, enum sbx_check_status status, const char *name,
 		     const char *detail, const char *fix)
 {
@@ -91,10 +156,24 @@ int sbx_command_doctor(const struct sbx_cli *cli, int argc, char **argv)
 
 	sbx_error_clear(&error);
 	if (sbx_shim_load_config(cli, &config, &error) < 0) {
+		_cleanup_free_ char *backend = NULL;
+
 		print_error_check(&state, "config", error.message, CONFIG_FIX);
-		/* Go on with the built-in defaults, so the plugin is checked as well. */
+		/* Go on with the built-in defaults, so the plugin is checked as well, unless the
+		 * file selects another backend than they do: checking theirs would pretend to
+		 * check what the configuration does not use. */
 		if (sbx_config_load(NULL, &config, &error) < 0) {
 			print_error_check(&state, "config", error.message, CONFIG_FIX);
+			goto out;
+		}
+		backend = peek_backend(sbx_config_default_path(cli->config_option));
+		if (backend != NULL && strcmp(backend, config->backend) != 0) {
+			snprintf(detail, sizeof(detail),
+				 "not checked: the configuration selects backend \"%.64s\" but "
+				 "does not load",
+				 backend);
+			print_check(&state, SBX_CHECK_FAILED, "backend", detail,
+				    "fix the configuration error above and run sbx doctor again");
 			goto out;
 		}
 	} else {

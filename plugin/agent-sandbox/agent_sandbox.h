@@ -132,9 +132,18 @@ int as_sandbox_read_pod(struct sbx_executor *executor, struct as_sandbox *sandbo
 			struct json_object **pod, struct sbx_error *error);
 
 /* template.c */
-/* Checks the template of warm pool POOL through the pool; *TEMPLATE gets it when not NULL. */
+/* The request of a template check that failed, so the doctor can give the fix that fits. */
+struct as_template_failure {
+	/* "sandboxwarmpools" or "sandboxtemplates"; NULL when both were read and the check
+	 * rejected them, and then the error message reads "what failed; the fix". */
+	const char *resource;
+	struct k8s_status status;
+};
+
+/* Checks the template of warm pool POOL through the pool; *TEMPLATE gets it when not NULL.
+ * On failure *FAILURE names the request that failed. */
 int as_template_check(struct sbx_executor *executor, const char *pool, struct json_object **template,
-		      struct sbx_error *error);
+		      struct as_template_failure *failure, struct sbx_error *error);
 
 /* netpol.c */
 int as_netpol_create(struct sbx_executor *executor, struct as_sandbox *sandbox,
@@ -204,9 +213,11 @@ int as_list(struct sbx_executor *executor, sbx_list_fn callback, void *userdata,
 int as_probe_reachable(struct sbx_executor *executor, const struct as_sandbox *sandbox,
 		       struct sbx_error *error);
 
-/* doctor_probe.c: starts a pod under a deny-all policy and probes from it. */
+/* doctor_probe.c: starts a pod under a deny-all policy and probes from it. MISSING lists the
+ * verbs the probe needs that the identity lacks ("" for none, NULL when unknown). The probe
+ * runs only when it is "", because otherwise it could leave objects behind. */
 void as_check_enforcement(struct sbx_executor *executor, sbx_check_fn callback, void *userdata,
-			  int *failed);
+			  const char *missing, int *failed);
 
 /* checks.c */
 int as_check(struct sbx_executor *executor, sbx_check_fn callback, void *userdata,

@@ -21,6 +21,10 @@
 #include "k8s/status.h"
 
 #define CHECK_NAME "NetworkPolicy enforcement"
+/* Label of the probe's pod and NetworkPolicy, whose value is their name. The policy selects
+ * the pod by it, and `kubectl delete pods,networkpolicies -l sbx.dev/doctor` removes what a
+ * doctor left behind. */
+#define LABEL_DOCTOR AS_LABEL_PREFIX "doctor"
 /* Used when agent_sandbox.probe.image is unset: it has sh, sleep, timeout and nc. */
 #define DEFAULT_PROBE_IMAGE "busybox:1.36"
 #define POD_READY_TIMEOUT_S 90
@@ -37,8 +41,7 @@ static struct json_object *probe_pod(const struct sbx_agent_sandbox_config *sett
 	as_json_add_string(pod, "kind", "Pod");
 	as_json_add_string(as_json_object_path(pod, "metadata"), "name", name);
 	as_json_add_string(as_json_object_path(pod, "metadata.labels"), AS_LABEL_MANAGED_BY, "sbx");
-	as_json_add_string(as_json_object_path(pod, "metadata.labels"), AS_LABEL_PREFIX "doctor",
-			   name);
+	as_json_add_string(as_json_object_path(pod, "metadata.labels"), LABEL_DOCTOR, name);
 	spec = as_json_object_path(pod, "spec");
 	json_object_object_add(spec, "automountServiceAccountToken", json_object_new_boolean(0));
 	as_json_add_string(spec, "restartPolicy", "Never");
@@ -72,9 +75,10 @@ static struct json_object *deny_policy(const char *name)
 	as_json_add_string(as_json_object_path(policy, "metadata"), "name", name);
 	as_json_add_string(as_json_object_path(policy, "metadata.labels"), AS_LABEL_MANAGED_BY,
 			   "sbx");
+	as_json_add_string(as_json_object_path(policy, "metadata.labels"), LABEL_DOCTOR, name);
 	spec = as_json_object_path(policy, "spec");
-	as_json_add_string(as_json_object_path(spec, "podSelector.matchLabels"),
-			   AS_LABEL_PREFIX "doctor", name);
+	as_json_add_string(as_json_object_path(spec, "podSelector.matchLabels"), LABEL_DOCTOR,
+			   name);
 	types = json_object_new_array();
 	json_object_array_add(types, json_object_new_string("Egress"));
 	json_object_object_add(spec, "policyTypes", types);
@@ -105,8 +109,51 @@ static int wait_running(struct sbx_executor *executor, const char *path, struct 
 			     POD_READY_TIMEOUT_S);
 }
 
+/* Deletes the probe's object at PATH; returns 0 when it is gone. */
+static int delete_probe_object(struct sbx_executor *executor, const char *path,
+			       struct sbx_error *error)
+{
+	struct k8s_status status;
+
+	if (k8s_rest_delete(executor->client, path, "Background", as_deadline(30), NULL, &status,
+			    error) < 0 &&
+	    status.status_class != K8S_STATUS_NOT_FOUND)
+		return -1;
+	sbx_error_clear(error);
+	return 0;
+}
+
+/*
+ * Deletes the probe's pod and policy. What cannot be deleted is reported with the command that
+ * removes it, because nothing else does: `sbx gc` reads only the journal's sandboxes.
+ */
+static void remove_probe(struct sbx_executor *executor, sbx_check_fn callback, void *userdata,
+			 const char *name, const char *pod_path, int have_pod,
+			 const char *policy_path, int have_policy)
+{
+	struct sbx_error error;
+	char detail[1400], fix[300];
+	const char *left = NULL;
+
+	sbx_error_clear(&error);
+	/* The pod goes first, so it never runs without its deny-all policy. */
+	if (have_pod && delete_probe_object(executor, pod_path, &error) < 0)
+		left = have_policy ? "pod and NetworkPolicy" : "pod";
+	else if (have_policy && delete_probe_object(executor, policy_path, &error) < 0)
+		left = "NetworkPolicy";
+	if (left == NULL)
+		return;
+	snprintf(detail, sizeof(detail), "cannot delete the probe's %s %s/%s: %s", left,
+		 executor->namespace, name, error.message);
+	snprintf(fix, sizeof(fix),
+		 "run kubectl -n %s delete pods,networkpolicies -l " LABEL_DOCTOR
+		 " with an identity that may delete them",
+		 executor->namespace);
+	callback(userdata, SBX_CHECK_WARNING, CHECK_NAME, detail, fix);
+}
+
 void as_check_enforcement(struct sbx_executor *executor, sbx_check_fn callback, void *userdata,
-			  int *failed)
+			  const char *missing, int *failed)
 {
 	const struct sbx_agent_sandbox_config *settings = &executor->config->agent_sandbox;
 	_cleanup_free_ char *pods = NULL, *pod_path = NULL, *policies = NULL, *policy_path = NULL;
@@ -119,6 +166,26 @@ void as_check_enforcement(struct sbx_executor *executor, sbx_check_fn callback, 
 
 	if (settings->probe.destination == NULL || callback == NULL)
 		return;
+	/* Decided before anything is created: a probe that may create its policy or pod but
+	 * not delete them would leave one of each behind on every run. */
+	if (missing == NULL) {
+		callback(userdata, SBX_CHECK_WARNING, CHECK_NAME,
+			 "skipped: the permissions the probe pod needs could not be checked",
+			 "fix the permissions check above; each job still probes its own pod");
+		return;
+	}
+	if (missing[0] != '\0') {
+		snprintf(detail, sizeof(detail),
+			 "skipped: the identity may not %s in namespace %s, which the probe needs "
+			 "to run its pod and delete it afterwards",
+			 missing, executor->namespace);
+		callback(userdata, SBX_CHECK_WARNING, CHECK_NAME, detail,
+			 "grant create, get and delete on pods, get and create on pods/exec, and "
+			 "create and delete on networkpolicies to an identity that runs sbx doctor, "
+			 "or run it once with an administrator's kubeconfig; each job still probes "
+			 "its own pod");
+		return;
+	}
 	if (sbx_random_hex(random, 4) < 0)
 		return;
 	snprintf(name, sizeof(name), "sbx-doctor-%s", random);
@@ -165,16 +232,11 @@ void as_check_enforcement(struct sbx_executor *executor, sbx_check_fn callback, 
 	} else {
 		snprintf(detail, sizeof(detail), "cannot run the probe pod: %s", error.message);
 		callback(userdata, SBX_CHECK_WARNING, CHECK_NAME, detail,
-			 "grant create, get and delete on pods and networkpolicies to run this "
-			 "check, and set agent_sandbox.probe.image to an image with sh, timeout "
-			 "and nc; each job still probes its own pod");
+			 "set agent_sandbox.probe.image to an image with sh, timeout and nc that "
+			 "the nodes can pull, and check the pod's events; each job still probes its "
+			 "own pod");
 	}
 
-	sbx_error_clear(&error);
-	if (have_pod)
-		k8s_rest_delete(executor->client, pod_path, "Background", as_deadline(30), NULL,
-				&status, &error);
-	if (have_policy)
-		k8s_rest_delete(executor->client, policy_path, "Background", as_deadline(30), NULL,
-				&status, &error);
+	remove_probe(executor, callback, userdata, name, pod_path, have_pod, policy_path,
+		     have_policy);
 }

@@ -23,6 +23,7 @@
 /* Bound on each DELETE, retries included; cleanup_timeout bounds the whole destroy. */
 #define DELETE_TIMEOUT_S 30
 
+/* Returns 1 when the object was deleted, 0 when it was already gone, -1 on failure. */
 static int delete_object(struct sbx_executor *executor, const char *path, const char *what,
 			 struct sbx_error *error)
 {
@@ -38,11 +39,26 @@ static int delete_object(struct sbx_executor *executor, const char *path, const 
 		return as_api_error(error, &status, what);
 	}
 	sbx_debug("%s: deleted", what);
-	return 0;
+	return 1;
 }
 
-int as_teardown(struct sbx_executor *executor, const struct as_sandbox *sandbox,
-		struct sbx_error *error)
+/* Appends "KIND NAMESPACE/NAME" to the comma-separated list in BUF. */
+static void append_object(char *buf, size_t size, const char *kind, const char *namespace,
+			  const char *name)
+{
+	size_t used = strlen(buf);
+
+	if (used + 1 < size)
+		snprintf(buf + used, size - used, "%s%s %s/%s", used > 0 ? ", " : "", kind,
+			 namespace, name);
+}
+
+/*
+ * Deletes what SANDBOX records. DELETED and GONE (may be NULL) get the objects that were
+ * deleted and those that were already gone, for the log.
+ */
+static int teardown(struct sbx_executor *executor, const struct as_sandbox *sandbox,
+		    char *deleted, char *gone, size_t size, struct sbx_error *error)
 {
 	struct {
 		const char *group_version;
@@ -71,6 +87,7 @@ int as_teardown(struct sbx_executor *executor, const struct as_sandbox *sandbox,
 		_cleanup_free_ char *path = NULL;
 		struct sbx_error one;
 		char what[300];
+		int rc;
 
 		if (!objects[i].wanted || objects[i].name == NULL)
 			continue;
@@ -80,10 +97,14 @@ int as_teardown(struct sbx_executor *executor, const struct as_sandbox *sandbox,
 		snprintf(what, sizeof(what), "delete %s %s/%s", objects[i].kind, sandbox->namespace,
 			 objects[i].name);
 		sbx_error_clear(&one);
-		if (delete_object(executor, path, what, &one) < 0 && !failed) {
+		rc = delete_object(executor, path, what, &one);
+		if (rc < 0 && !failed) {
 			first = one;
 			failed = 1;
 		}
+		if (rc >= 0 && deleted != NULL)
+			append_object(rc == 1 ? deleted : gone, size, objects[i].kind,
+				      sandbox->namespace, objects[i].name);
 	}
 	if (failed) {
 		if (error != NULL)
@@ -93,11 +114,18 @@ int as_teardown(struct sbx_executor *executor, const struct as_sandbox *sandbox,
 	return 0;
 }
 
+int as_teardown(struct sbx_executor *executor, const struct as_sandbox *sandbox,
+		struct sbx_error *error)
+{
+	return teardown(executor, sandbox, NULL, NULL, 0, error);
+}
+
 int as_destroy(struct sbx_executor *executor, const char *id, struct sbx_error *error)
 {
 	struct sbx_journal_entry entry;
 	struct as_sandbox sandbox;
 	int64_t started = sbx_monotonic_ms();
+	char deleted[600] = "", gone[600] = "";
 	int lock_fd, rc;
 
 	if (!sbx_id_valid(id))
@@ -129,7 +157,7 @@ int as_destroy(struct sbx_executor *executor, const char *id, struct sbx_error *
 		return -1;
 	}
 
-	rc = as_teardown(executor, &sandbox, error);
+	rc = teardown(executor, &sandbox, deleted, gone, sizeof(deleted), error);
 	if (rc == 0)
 		rc = sbx_journal_remove(&executor->journal, id, error);
 	sbx_journal_entry_clear(&entry);
@@ -140,9 +168,16 @@ int as_destroy(struct sbx_executor *executor, const char *id, struct sbx_error *
 		return -1;
 	}
 	sbx_journal_unlock_remove(&executor->journal, id, lock_fd);
-	sbx_info("sandbox %s destroyed in %" PRId64 " ms (%s %s/%s deleted)", id,
-		 sbx_monotonic_ms() - started, sandbox.direct ? "Sandbox" : "SandboxClaim",
-		 sandbox.namespace, sandbox.direct ? sandbox.sandbox : sandbox.claim);
+	/* Objects owned by the claim or Sandbox are left to garbage collection, so the log
+	 * names only what sbx deleted itself. */
+	if (deleted[0] == '\0' && gone[0] == '\0')
+		sbx_info("sandbox %s destroyed in %" PRId64 " ms (no objects recorded)", id,
+			 sbx_monotonic_ms() - started);
+	else
+		sbx_info("sandbox %s destroyed in %" PRId64 " ms (%s%s%s%s%s)", id,
+			 sbx_monotonic_ms() - started, deleted[0] != '\0' ? "deleted " : "",
+			 deleted, deleted[0] != '\0' && gone[0] != '\0' ? "; " : "", gone,
+			 gone[0] != '\0' ? " already gone" : "");
 	as_sandbox_clear(&sandbox);
 	return 0;
 }

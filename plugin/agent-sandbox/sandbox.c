@@ -399,7 +399,7 @@ int as_sandbox_wait_ready(struct sbx_executor *executor, struct as_sandbox *sand
 	struct k8s_watch_options options = { 0 };
 	struct k8s_watch_callbacks callbacks = { .event = on_ready_event, .relist = relist_ready };
 	struct k8s_status status;
-	char selector[300];
+	char selector[300], what[340];
 	int64_t timeout = executor->config->agent_sandbox.ready_timeout;
 
 	memset(&watch, 0, sizeof(watch));
@@ -435,7 +435,9 @@ int as_sandbox_wait_ready(struct sbx_executor *executor, struct as_sandbox *sand
 					     watch.message);
 		if (status.status_class == K8S_STATUS_OK || watch.ready)
 			return -1;
-		return as_api_error(error, &status, "watch");
+		snprintf(what, sizeof(what), "watch %s %s/%s", watch.kind, sandbox->namespace,
+			 selector + 14);
+		return as_api_error(error, &status, what);
 	}
 
 	*warm = 0;

@@ -67,13 +67,14 @@ static int get_template(struct sbx_executor *executor, const char *name,
 		return sbx_error_errno(error, ENOMEM, "template %s", name);
 	snprintf(what, sizeof(what), "get SandboxTemplate %s/%s", executor->namespace, name);
 	if (k8s_rest_get(executor->client, path, as_deadline(30), template, status, error) < 0)
-		return as_api_error(error, status, what);
+		return sbx_error_prefix(error, "%s", what);
 	return 0;
 }
 
 /* Reads POOL, then its template; *TEMPLATE_OUT gets the template after the check passed. */
 static int check_through_pool(struct sbx_executor *executor, const char *pool,
-			      struct json_object **template_out, struct sbx_error *error)
+			      struct json_object **template_out, struct as_template_failure *failure,
+			      struct sbx_error *error)
 {
 	_cleanup_free_ char *pool_path = object_path(executor->namespace, "sandboxwarmpools",
 						     pool);
@@ -87,22 +88,29 @@ static int check_through_pool(struct sbx_executor *executor, const char *pool,
 	snprintf(what, sizeof(what), "get SandboxWarmPool %s/%s", executor->namespace, pool);
 	if (k8s_rest_get(executor->client, pool_path, as_deadline(30), &pool_object, &status,
 			 error) < 0) {
+		failure->resource = "sandboxwarmpools";
+		failure->status = status;
 		if (status.status_class == K8S_STATUS_NOT_FOUND)
-			return sbx_error_set(error, SBX_ERROR_SYSTEM,
-					     "SandboxWarmPool %s/%s not found; create it (see "
-					     "config-examples/kubernetes/warm-pool.yaml) or fix "
-					     "agent_sandbox.warm_pools",
-					     executor->namespace, pool);
-		return as_api_error(error, &status, what);
+			return sbx_error_set(error, SBX_ERROR_NOT_FOUND,
+					     "SandboxWarmPool %s/%s not found", executor->namespace,
+					     pool);
+		return sbx_error_prefix(error, "%s", what);
 	}
 	template_name = as_json_string(pool_object, "spec.sandboxTemplateRef.name");
 	if (template_name == NULL) {
 		json_object_put(pool_object);
 		return sbx_error_set(error, SBX_ERROR_SYSTEM,
-				     "SandboxWarmPool %s/%s names no spec.sandboxTemplateRef",
+				     "SandboxWarmPool %s/%s names no spec.sandboxTemplateRef; set "
+				     "spec.sandboxTemplateRef.name in the pool",
 				     executor->namespace, pool);
 	}
 	if (get_template(executor, template_name, &template, &status, error) < 0) {
+		failure->resource = "sandboxtemplates";
+		failure->status = status;
+		if (status.status_class == K8S_STATUS_NOT_FOUND)
+			sbx_error_set(error, SBX_ERROR_NOT_FOUND,
+				      "SandboxTemplate %s/%s, named by warm pool %s, not found",
+				      executor->namespace, template_name, pool);
 		json_object_put(pool_object);
 		return -1;
 	}
@@ -116,11 +124,13 @@ static int check_through_pool(struct sbx_executor *executor, const char *pool,
 }
 
 int as_template_check(struct sbx_executor *executor, const char *pool,
-		      struct json_object **template_out, struct sbx_error *error)
+		      struct json_object **template_out, struct as_template_failure *failure,
+		      struct sbx_error *error)
 {
 	struct json_object *template = NULL;
 
-	if (check_through_pool(executor, pool, &template, error) < 0)
+	memset(failure, 0, sizeof(*failure));
+	if (check_through_pool(executor, pool, &template, failure, error) < 0)
 		return -1;
 	if (template_out != NULL)
 		*template_out = template;

@@ -933,6 +933,24 @@ class DoctorCommandTest(ShimTestCase):
                          r"(?m)^FAILED   config: .*key \"shell\": unknown value \"fish\"\n"
                          r"  fix: use bash or sh\n")
 
+    def test_doctor_bad_config_of_other_backend(self):
+        # The file selects agent-sandbox: the local backend of the defaults is not checked.
+        self.write_config("backend: agent-sandbox\nagent_sandbox:\n  namespace: Not_Valid\n")
+        result = self.sbx("doctor")
+        self.assertEqual(result.returncode, 1)
+        out = result.stdout.decode()
+        self.assertRegex(out, r"(?m)^FAILED   config: .*agent_sandbox\.namespace")
+        self.assertIn('FAILED   backend: not checked: the configuration selects backend '
+                      '"agent-sandbox" but does not load\n', out)
+        self.assertNotIn("plugin:", out)
+        self.assertNotIn("fake-state", out)
+
+        # A broken file that selects the default backend still gets the plugin checked.
+        self.write_config("backend: local\nshell: fish\n")
+        out = self.sbx("doctor").stdout.decode()
+        self.assertRegex(out, r"(?m)^ok       plugin: ")
+        self.assertNotIn("not checked", out)
+
     def test_doctor_fix_split_outside_quotes(self):
         # "; " inside a quoted key name is part of the value, not the start of the fix.
         self.write_config('"a; b": 1\n')

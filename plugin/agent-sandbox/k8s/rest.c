@@ -489,8 +489,12 @@ static int perform_once(struct k8s_client *client, struct transfer *transfer,
 		memset(status, 0, sizeof(*status));
 		status->retry_after_seconds = -1;
 		status->http_code = 0;
-		status->status_class = code == CURLE_OPERATION_TIMEDOUT ? K8S_STATUS_TIMEOUT
-									 : K8S_STATUS_CONNECTION;
+		if (code == CURLE_OPERATION_TIMEDOUT)
+			status->status_class = K8S_STATUS_TIMEOUT;
+		else if (code == CURLE_PEER_FAILED_VERIFICATION)
+			status->status_class = K8S_STATUS_TLS_VERIFY;
+		else
+			status->status_class = K8S_STATUS_CONNECTION;
 		if (code == CURLE_WRITE_ERROR && transfer->overflow)
 			snprintf(status->message, sizeof(status->message),
 				 "the response is larger than %zu bytes", transfer->max_length);

@@ -41,6 +41,8 @@ const char *k8s_status_class_name(enum k8s_status_class status_class)
 		return "Timeout";
 	case K8S_STATUS_CONNECTION:
 		return "ConnectionError";
+	case K8S_STATUS_TLS_VERIFY:
+		return "TLSVerifyError";
 	}
 	return "Unknown";
 }

@@ -27,6 +27,8 @@ enum k8s_status_class {
 	K8S_STATUS_SERVER_ERROR, /* 5xx other than timeouts */
 	K8S_STATUS_TIMEOUT, /* 504, reasons Timeout and ServerTimeout, and our own deadline */
 	K8S_STATUS_CONNECTION, /* no HTTP response: connection, TLS or protocol failure */
+	/* No HTTP response: the server's certificate failed verification against the CA. */
+	K8S_STATUS_TLS_VERIFY,
 };
 
 #define K8S_STATUS_MESSAGE_MAX 512

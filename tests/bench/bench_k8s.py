@@ -503,9 +503,9 @@ class K8sBench:
             "",
             "For comparison, `measure` runs `/bin/true`, which needs only libc, in a median "
             "%.2f ms (n=%d). Most of the rest of the first phase is the dynamic loader "
-            "mapping and relocating the %d shared libraries that `ldd` lists for the tool "
-            "(libcurl's dependencies among them)." % (
-                stats.median(bare), len(bare), self.shared_library_count()),
+            "mapping and relocating the %d shared libraries that `ldd` lists for the tool; "
+            "libcurl is not among them, because the client loads it only for its first REST "
+            "request." % (stats.median(bare), len(bare), self.shared_library_count()),
             "",
             "TLS (the context and the handshake): median %.2f ms, **%.0f%%** of sbx's time. "
             "The WebSocket upgrade: median %.2f ms, **%.0f%%**."

@@ -241,7 +241,8 @@ class K8sClientTest(unittest.TestCase):
         by_address = self.server.kubeconfig("by-address", host="127.0.0.1")
         result = self.tool("get", path, kubeconfig=by_address)
         self.assertEqual(result.returncode, 1)
-        self.assertIn(b"ConnectionError", result.stderr)
+        self.assertIn(b"TLSVerifyError", result.stderr)
+        self.assertIn(b"127.0.0.1", result.stderr)
 
         named = self.server.kubeconfig("named", host="127.0.0.1",
                                        tls_server_name="kubernetes.test")

@@ -521,6 +521,7 @@ static void run_loop(struct exec_session *session)
 		fds[count++] = (struct pollfd){ .fd = session->wake_fd, .events = POLLIN };
 		if (options->cancel_fd >= 0)
 			fds[count++] = (struct pollfd){ .fd = options->cancel_fd, .events = POLLIN };
+		k8s_output_queue_flush(&session->output);
 		n = poll(fds, count, busy ? 0 : poll_timeout(session));
 		if (n < 0 && errno != EINTR) {
 			session_fail(session, SBX_ERROR_SYSTEM, "exec: poll: %s", strerror(errno));

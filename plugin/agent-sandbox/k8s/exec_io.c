@@ -21,8 +21,48 @@ struct k8s_output_chunk {
 	int channel;
 	size_t length;
 	size_t offset;
+	size_t capacity;
 	unsigned char data[];
 };
+
+/*
+ * Written chunks are kept for reuse, up to the queue's MAX bytes in all: output arrives one
+ * TLS record (up to 16 KiB) at a time, and a malloc() and free() for each made the heap grow
+ * and shrink, a page fault for every new page.
+ */
+#define CHUNK_CAPACITY_MIN (20u << 10)
+
+/* Called with the lock held. */
+static struct k8s_output_chunk *chunk_get(struct k8s_output_queue *queue, size_t length)
+{
+	struct k8s_output_chunk **link = &queue->spare;
+	struct k8s_output_chunk *chunk;
+	size_t capacity = length > CHUNK_CAPACITY_MIN ? length : CHUNK_CAPACITY_MIN;
+
+	for (chunk = *link; chunk != NULL; link = &chunk->next, chunk = *link) {
+		if (chunk->capacity >= length) {
+			*link = chunk->next;
+			queue->spare_bytes -= chunk->capacity;
+			return chunk;
+		}
+	}
+	chunk = malloc(sizeof(*chunk) + capacity);
+	if (chunk != NULL)
+		chunk->capacity = capacity;
+	return chunk;
+}
+
+/* Called with the lock held. */
+static void chunk_put(struct k8s_output_queue *queue, struct k8s_output_chunk *chunk)
+{
+	if (queue->spare_bytes + chunk->capacity > queue->max) {
+		free(chunk);
+		return;
+	}
+	chunk->next = queue->spare;
+	queue->spare = chunk;
+	queue->spare_bytes += chunk->capacity;
+}
 
 /* Writes all of CHUNK to FD without blocking longer than one poll slice at a time, so an
  * abort is seen even when the reader of FD never reads. */
@@ -79,8 +119,11 @@ static void *output_thread(void *arg)
 		struct k8s_output_chunk *chunk;
 		int fd, wake = 0;
 
-		while (queue->head == NULL && !queue->closing && !queue->aborted)
+		while (queue->head == NULL && !queue->closing && !queue->aborted) {
+			queue->writer_waiting = 1;
 			pthread_cond_wait(&queue->changed, &queue->lock);
+			queue->writer_waiting = 0;
+		}
 		if (queue->aborted || queue->head == NULL)
 			break;
 		chunk = queue->head;
@@ -106,8 +149,10 @@ static void *output_thread(void *arg)
 			wake = 1;
 		if (queue->failed)
 			wake = 1;
-		pthread_cond_broadcast(&queue->changed);
-		free(chunk);
+		/* Only a blocked push() or finish() waits for the writer's progress. */
+		if (queue->others_waiting > 0)
+			pthread_cond_broadcast(&queue->changed);
+		chunk_put(queue, chunk);
 		/* Called under the lock, so k8s_output_queue_detach() guarantees no wake-up is
 		 * running once it returns; the wake-up only writes to an eventfd. */
 		if (wake && queue->wake != NULL)
@@ -146,25 +191,31 @@ int k8s_output_queue_push(struct k8s_output_queue *queue, int channel, const voi
 
 	if (channel != 1 && channel != 2)
 		return 0;
-	chunk = malloc(sizeof(*chunk) + length);
-	if (chunk == NULL)
+
+	pthread_mutex_lock(&queue->lock);
+	/* The hard bound: wait for the writer rather than grow past MAX. */
+	while (queue->queued > 0 && queue->queued + length > queue->max && !queue->failed &&
+	       !queue->aborted) {
+		pthread_cond_broadcast(&queue->changed);
+		queue->others_waiting++;
+		pthread_cond_wait(&queue->changed, &queue->lock);
+		queue->others_waiting--;
+	}
+	if (queue->failed || queue->aborted) {
+		pthread_mutex_unlock(&queue->lock);
 		return -1;
+	}
+	/* Under the lock: the copy of one record takes about a microsecond. */
+	chunk = chunk_get(queue, length);
+	if (chunk == NULL) {
+		pthread_mutex_unlock(&queue->lock);
+		return -1;
+	}
 	chunk->next = NULL;
 	chunk->channel = channel;
 	chunk->length = length;
 	chunk->offset = 0;
 	memcpy(chunk->data, data, length);
-
-	pthread_mutex_lock(&queue->lock);
-	/* The hard bound: wait for the writer rather than grow past MAX. */
-	while (queue->queued > 0 && queue->queued + length > queue->max && !queue->failed &&
-	       !queue->aborted)
-		pthread_cond_wait(&queue->changed, &queue->lock);
-	if (queue->failed || queue->aborted) {
-		pthread_mutex_unlock(&queue->lock);
-		free(chunk);
-		return -1;
-	}
 	if (queue->tail != NULL)
 		queue->tail->next = chunk;
 	else
@@ -173,9 +224,23 @@ int k8s_output_queue_push(struct k8s_output_queue *queue, int channel, const voi
 	queue->queued += length;
 	if (queue->queued > queue->peak)
 		queue->peak = queue->queued;
-	pthread_cond_broadcast(&queue->changed);
+	/* The event loop calls k8s_output_queue_flush() before it waits, so one wake-up of the
+	 * writer covers every piece of a turn; waking it for each TLS record (16 KiB) cost a
+	 * context switch each. Past a quarter of MAX the writer starts at once. */
+	if (queue->writer_waiting && queue->queued >= queue->max / 4)
+		pthread_cond_broadcast(&queue->changed);
 	pthread_mutex_unlock(&queue->lock);
 	return 0;
+}
+
+void k8s_output_queue_flush(struct k8s_output_queue *queue)
+{
+	if (!queue->started)
+		return;
+	pthread_mutex_lock(&queue->lock);
+	if (queue->writer_waiting && queue->head != NULL)
+		pthread_cond_broadcast(&queue->changed);
+	pthread_mutex_unlock(&queue->lock);
 }
 
 int k8s_output_queue_should_pause(struct k8s_output_queue *queue)
@@ -212,6 +277,13 @@ static void drop_all(struct k8s_output_queue *queue)
 	}
 	queue->tail = NULL;
 	queue->queued = 0;
+	while (queue->spare != NULL) {
+		struct k8s_output_chunk *next = queue->spare->next;
+
+		free(queue->spare);
+		queue->spare = next;
+	}
+	queue->spare_bytes = 0;
 }
 
 int k8s_output_queue_finish(struct k8s_output_queue *queue, int64_t deadline_ms,
@@ -239,7 +311,9 @@ int k8s_output_queue_finish(struct k8s_output_queue *queue, int64_t deadline_ms,
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
 		}
+		queue->others_waiting++;
 		pthread_cond_timedwait(&queue->changed, &queue->lock, &until);
+		queue->others_waiting--;
 	}
 	if (queue->failed) {
 		queue->aborted = 1;

@@ -31,6 +31,8 @@ struct k8s_output_queue {
 	int fds[3]; /* indexed by channel; [1] stdout, [2] stderr, -1 discards */
 	struct k8s_output_chunk *head;
 	struct k8s_output_chunk *tail;
+	struct k8s_output_chunk *spare; /* written chunks kept for reuse */
+	size_t spare_bytes;
 	size_t queued;
 	size_t peak;
 	size_t max;
@@ -40,6 +42,8 @@ struct k8s_output_queue {
 	int errnum;
 	int failed_channel;
 	int paused; /* the event loop stopped reading the socket */
+	int writer_waiting; /* the writer thread waits for chunks */
+	int others_waiting; /* push() or finish() wait for the writer */
 	uint64_t written[3];
 	k8s_wake_fn wake;
 	void *wake_userdata;
@@ -54,6 +58,8 @@ int k8s_output_queue_start(struct k8s_output_queue *queue, int stdout_fd, int st
  */
 int k8s_output_queue_push(struct k8s_output_queue *queue, int channel, const void *data,
 			  size_t length);
+/* Wakes the writer for what push() queued; the event loop calls it before it waits. */
+void k8s_output_queue_flush(struct k8s_output_queue *queue);
 /* True when the event loop should stop reading from the socket (half full). */
 int k8s_output_queue_should_pause(struct k8s_output_queue *queue);
 /* True when a paused event loop may read again (a quarter full or less). */

@@ -83,9 +83,10 @@ static const char bootstrap_launcher[] =
  * The leader's state comes from /proc, because a step whose parent died is reparented to the
  * container's first process, which may never reap it: kill -0 would see the zombie as alive.
  *
- * stop: sends SIGTERM to the step's process group and SIGKILL once no live process is left in
- * it or $8 seconds have passed. The group counts, not its leader: the runner (the group's
- * leader) dies of SIGTERM at once, while the step's shell may still run its TERM trap.
+ * stop: sends SIGTERM to the step's process group, waits until no live process is left in it
+ * for at most $8 seconds, and then sends SIGKILL to what remains. The group counts, not its
+ * leader: the runner (the leader) dies of SIGTERM at once, while the step's shell may still
+ * run its TERM trap.
  * Zombies count as gone, for the reason above. Meanwhile stop copies the step's log from
  * offset $6 to stdout, so sbx forwards what the step wrote after SIGTERM. The runner dies
  * before it can remove the stored script, so stop removes it, and so does a run that stops

@@ -86,12 +86,11 @@ static const char bootstrap_launcher[] =
  * stop: sends SIGTERM to the step's process group, waits until no live process is left in it
  * for at most $8 seconds, and then sends SIGKILL to what remains. The group counts, not its
  * leader: the runner (the leader) dies of SIGTERM at once, while the step's shell may still
- * run its TERM trap.
- * Zombies count as gone, for the reason above. Meanwhile stop copies the step's log from
- * offset $6 to stdout, so sbx forwards what the step wrote after SIGTERM. The runner dies
- * before it can remove the stored script, so stop removes it, and so does a run that stops
- * a leftover step. A stop that comes before the step started creates ".launched", so the
- * step never starts.
+ * run its TERM trap. Zombies count as gone, for the reason above. Meanwhile stop copies the
+ * step's log from offset $6 to stdout, so sbx forwards what the step wrote after SIGTERM.
+ * The runner dies before it can remove the stored script, so stop removes it, and so does a
+ * run that stops a leftover step. A stop that comes before the step started creates
+ * ".launched", so the step never starts.
  */
 static const char step_script[] =
 	"set -u\n"

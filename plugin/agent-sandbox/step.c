@@ -86,11 +86,12 @@ static const char bootstrap_launcher[] =
  * stop: sends SIGTERM to the step's process group, waits until no live process is left in it
  * for at most $8 seconds, and then sends SIGKILL to what remains. The group counts, not its
  * leader: the runner (the leader) dies of SIGTERM at once, while the step's shell may still
- * run its TERM trap. Zombies count as gone, for the reason above. Meanwhile stop copies the
- * step's log from offset $6 to stdout, so sbx forwards what the step wrote after SIGTERM.
- * The runner dies before it can remove the stored script, so stop removes it, and so does a
- * run that stops a leftover step. A stop that comes before the step started creates
- * ".launched", so the step never starts.
+ * run its TERM trap. Zombies count as gone, for the reason above. A sleep child times the
+ * grace, because each check reads every /proc/<pid>/stat, which takes long on a busy host and
+ * would stretch a grace counted in ticks. Meanwhile stop copies the step's log from offset $6
+ * to stdout, so sbx forwards what the step wrote after SIGTERM. The runner dies before it can
+ * remove the stored script, so stop removes it, and so does a run that stops a leftover step.
+ * A stop that comes before the step started creates ".launched", so the step never starts.
  */
 static const char step_script[] =
 	"set -u\n"
@@ -115,11 +116,12 @@ static const char step_script[] =
 	"}\n"
 	"stop_group() {\n"
 	"  kill -TERM -\"$1\" 2>/dev/null\n"
-	"  i=0\n"
-	"  while group_alive \"$1\" && [ \"$i\" -lt $((grace * 10)) ]; do\n"
+	"  sleep \"$grace\" & timer=$!\n"
+	"  while group_alive \"$1\" && alive \"$timer\"; do\n"
 	"    [ \"${2-}\" = follow ] && cat <&3\n"
-	"    sleep 0.1; i=$((i + 1))\n"
+	"    sleep 0.1\n"
 	"  done\n"
+	"  kill \"$timer\" 2>/dev/null; wait \"$timer\" 2>/dev/null\n"
 	"  kill -KILL -\"$1\" 2>/dev/null\n"
 	"  i=0\n"
 	"  while group_alive \"$1\" && [ \"$i\" -lt 10 ]; do sleep 0.1; i=$((i + 1)); done\n"

@@ -333,7 +333,9 @@ class AgentSandboxJobTest(ClusterTestCase):
         scripts_left = ("for f in /tmp/sbx/*.stopped; do echo stopped-$((6*7)); "
                         "for s in \"${f%.stopped}\".*.sh; do "
                         "[ -e \"$s\" ] && echo \"left-$((6*7)) $s\"; done; done; true")
-        job = self.job(script=[trap, waiting, "sleep 783 & wait"], after_script=[scripts_left])
+        # The marker follows the background sleep, so SIGTERM cannot miss the sleep.
+        job = self.job(script=[trap, "sleep 783 & %s; wait" % waiting],
+                       after_script=[scripts_left])
         result = self.runner(config).run_job(job, cancel_on_output=waiting_bytes)
 
         log = bytes(result.log)

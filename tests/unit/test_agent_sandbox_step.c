@@ -521,8 +521,10 @@ static long elapsed_ms(const struct timespec *since)
  */
 START_TEST(stop_grace_covers_group)
 {
+	/* The marker follows the background sleep, so SIGTERM cannot come before the sleep
+	 * exists and miss it (it would then hold the stop for the whole grace). */
 	static const char script[] = "trap 'echo got-TERM; sleep 1; echo after-sleep; exit 143' "
-				     "TERM; echo started-$((6*7)); sleep 300 & wait\n";
+				     "TERM; sleep 300 & echo started-$((6*7)); wait\n";
 	struct result result, stopped;
 	struct run run, stop;
 	struct timespec started;

@@ -36,8 +36,10 @@
 /* Attempts to attach after the stream broke, and the longest pause between two. */
 #define ATTACH_ATTEMPTS_MAX 12
 #define ATTACH_DELAY_MAX_MS 5000
-/* Bound on stopping a step after a cancel or timeout, on top of stop_grace. */
+/* Bound on stopping a step after a cancel or timeout, on top of stop_grace, and the execs
+ * it may take when the stream breaks. */
 #define STOP_TIMEOUT_S 30
+#define STOP_ATTEMPTS_MAX 4
 #define PROTOCOL_MAX (16u << 10)
 /* The line sbx sends after the script; the wrapper reads it to know the script is whole. */
 #define END_LINE_PREFIX "sbx-end "
@@ -80,6 +82,16 @@ static const char bootstrap_launcher[] =
  *
  * The leader's state comes from /proc, because a step whose parent died is reparented to the
  * container's first process, which may never reap it: kill -0 would see the zombie as alive.
+ *
+ * stop: sends SIGTERM to the step's process group, waits until no live process is left in it
+ * for at most $8 seconds, and then sends SIGKILL to what remains. The group counts, not its
+ * leader: the runner (the leader) dies of SIGTERM at once, while the step's shell may still
+ * run its TERM trap. Zombies count as gone, for the reason above. A sleep child times the
+ * grace, because each check reads every /proc/<pid>/stat, which takes long on a busy host and
+ * would stretch a grace counted in ticks. Meanwhile stop copies the step's log from offset $6
+ * to stdout, so sbx forwards what the step wrote after SIGTERM. The runner dies before it can
+ * remove the stored script, so stop removes it, and so does a run that stops a leftover step.
+ * A stop that comes before the step started creates ".launched", so the step never starts.
  */
 static const char step_script[] =
 	"set -u\n"
@@ -92,13 +104,30 @@ static const char step_script[] =
 	"  s=${s##*) }; s=${s%% *}\n"
 	"  [ -n \"$s\" ] && [ \"$s\" != Z ] && [ \"$s\" != X ]\n"
 	"}\n"
+	"group_alive() {\n"
+	"  g=$1\n"
+	"  kill -0 -\"$g\" 2>/dev/null || return 1\n"
+	"  for f in /proc/[0-9]*/stat; do\n"
+	"    l=; read -r l 2>/dev/null < \"$f\" || continue\n"
+	"    set -- ${l##*) }\n"
+	"    [ \"${3-}\" = \"$g\" ] && [ \"$1\" != Z ] && [ \"$1\" != X ] && return 0\n"
+	"  done\n"
+	"  return 1\n"
+	"}\n"
 	"stop_group() {\n"
 	"  kill -TERM -\"$1\" 2>/dev/null\n"
-	"  i=0\n"
-	"  while alive \"$1\" && [ \"$i\" -lt $((grace * 10)) ]; do sleep 0.1; i=$((i + 1)); done\n"
+	"  sleep \"$grace\" & timer=$!\n"
+	"  while group_alive \"$1\" && alive \"$timer\"; do\n"
+	"    [ \"${2-}\" = follow ] && cat <&3\n"
+	"    sleep 0.1\n"
+	"  done\n"
+	"  kill \"$timer\" 2>/dev/null; wait \"$timer\" 2>/dev/null\n"
 	"  kill -KILL -\"$1\" 2>/dev/null\n"
+	"  i=0\n"
+	"  while group_alive \"$1\" && [ \"$i\" -lt 10 ]; do sleep 0.1; i=$((i + 1)); done\n"
 	"  return 0\n"
 	"}\n"
+	"drop_script() { rm -f \"$1\".[0-9]*.sh; }\n"
 	"verdict() {\n"
 	"  code=; read -r code < \"$base.status\"; say \"status $code\"; exit 0\n"
 	"}\n"
@@ -106,8 +135,19 @@ static const char step_script[] =
 	"if [ \"$m\" != \"$marker\" ]; then say lost-sandbox; exit 0; fi\n"
 	"case $mode in\n"
 	"stop)\n"
-	"  if [ -s \"$base.pid\" ]; then read -r pg < \"$base.pid\"; stop_group \"$pg\"; fi\n"
-	"  : > \"$base.stopped\"; say stopped; exit 0 ;;\n"
+	"  set -C\n"
+	"  if { true > \"$base.launched\"; } 2>/dev/null; then\n"
+	"    set +C; : > \"$base.stopped\"; drop_script \"$base\"; say stopped; exit 0\n"
+	"  fi\n"
+	"  set +C\n"
+	"  i=0\n"
+	"  while [ ! -s \"$base.pid\" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done\n"
+	"  if [ -f \"$base.log\" ]; then exec 3< \"$base.log\"; else exec 3< /dev/null; fi\n"
+	"  if [ \"$offset\" -gt 0 ]; then tail -c +$((offset + 1)) <&3; else cat <&3; fi\n"
+	"  pg=; read -r pg 2>/dev/null < \"$base.pid\"\n"
+	"  [ -n \"$pg\" ] && stop_group \"$pg\" follow\n"
+	"  cat <&3\n"
+	"  : > \"$base.stopped\"; drop_script \"$base\"; say stopped; exit 0 ;;\n"
 	"run)\n"
 	"  for p in \"$dir\"/*.pid; do\n"
 	"    [ -f \"$p\" ] || continue\n"
@@ -115,8 +155,8 @@ static const char step_script[] =
 	"    [ \"$other\" = \"$base\" ] && continue\n"
 	"    [ -s \"$other.status\" ] || [ -f \"$other.stopped\" ] && continue\n"
 	"    pg=; read -r pg < \"$p\"\n"
-	"    if alive \"$pg\"; then say \"leftover ${other##*/}\"; stop_group \"$pg\"; fi\n"
-	"    : > \"$other.stopped\"\n"
+	"    if group_alive \"$pg\"; then say \"leftover ${other##*/}\"; stop_group \"$pg\"; fi\n"
+	"    : > \"$other.stopped\"; drop_script \"$other\"\n"
 	"  done\n"
 	"  if [ ! -e \"$base.launched\" ]; then\n"
 	"    umask 077\n"
@@ -167,12 +207,14 @@ static const char step_script[] =
 	"  [ -e \"$base.launched\" ] || { say not-started; exit 0; } ;;\n"
 	"esac\n"
 	"i=0\n"
-	"while [ ! -s \"$base.pid\" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done\n"
+	"while [ ! -s \"$base.pid\" ] && [ ! -f \"$base.stopped\" ] && [ $i -lt 50 ]; do\n"
+	"  sleep 0.1; i=$((i + 1))\n"
+	"done\n"
 	"pg=; read -r pg 2>/dev/null < \"$base.pid\"\n"
 	"off=$offset n=0\n"
 	"while :; do\n"
 	"  fin=0; [ -s \"$base.status\" ] && fin=1\n"
-	"  size=$(( $(wc -c < \"$base.log\") ))\n"
+	"  size=0; [ -f \"$base.log\" ] && size=$(( $(wc -c < \"$base.log\") ))\n"
 	"  if [ \"$size\" -gt \"$off\" ]; then\n"
 	"    tail -c +$((off + 1)) \"$base.log\" | head -c $((size - off))\n"
 	"    off=$size\n"
@@ -472,21 +514,41 @@ static int run_wrapper(struct step *step, const char *mode, uint64_t *forwarded,
 	return rc;
 }
 
-/* Stops the step's process group inside the pod; the sandbox stays. */
-static void stop_step(struct step *step, const char *why)
+/*
+ * Stops the step's process group inside the pod; the sandbox stays. The stop exec forwards
+ * the step's log from *FORWARDED on, so the output of the step's TERM handling reaches the
+ * job log. A broken stop exec is repeated (stopping twice is harmless) until the deadline.
+ */
+static void stop_step(struct step *step, const char *why, uint64_t *forwarded)
 {
-	struct verdict verdict;
-	struct sbx_error stop_error;
-	uint64_t ignored = 0;
 	int64_t deadline = as_deadline(step->executor->config->stop_grace + STOP_TIMEOUT_S);
+	int delay_ms = 250;
 
 	sbx_info("stopping step %s in pod %s (%s)", step->name, step->sandbox.pod, why);
-	sbx_error_clear(&stop_error);
-	if (run_wrapper(step, "stop", &ignored, -1, deadline, &verdict, &stop_error) < 0 ||
-	    verdict.kind != VERDICT_STOPPED)
-		sbx_warning("cannot stop step %s in pod %s: %s; cleanup removes the sandbox",
-			    step->name, step->sandbox.pod,
+	for (int attempt = 1;; attempt++) {
+		struct verdict verdict;
+		struct sbx_error stop_error;
+		int rc;
+
+		sbx_error_clear(&stop_error);
+		rc = run_wrapper(step, "stop", forwarded, -1, deadline, &verdict, &stop_error);
+		if (verdict.kind == VERDICT_STOPPED)
+			return;
+		if (verdict.kind == VERDICT_LOST_SANDBOX ||
+		    (rc < 0 && stop_error.error_class == SBX_ERROR_NOT_FOUND) ||
+		    attempt >= STOP_ATTEMPTS_MAX || sbx_monotonic_ms() + delay_ms >= deadline) {
+			sbx_warning("cannot stop step %s in pod %s: %s; cleanup removes the sandbox",
+				    step->name, step->sandbox.pod,
+				    stop_error.message[0] != '\0' ? stop_error.message
+								  : "no response");
+			return;
+		}
+		sbx_warning("stop exec of step %s in pod %s failed (%s); trying again", step->name,
+			    step->sandbox.pod,
 			    stop_error.message[0] != '\0' ? stop_error.message : "no response");
+		usleep((useconds_t) delay_ms * 1000);
+		delay_ms *= 2;
+	}
 }
 
 static int cancel_fired(int cancel_fd)
@@ -553,7 +615,7 @@ static int run_step(struct step *step, int *exit_status, struct sbx_error *error
 			}
 		}
 		if (rc < 0 && exec_error.error_class == SBX_ERROR_CANCELLED) {
-			stop_step(step, "cancelled");
+			stop_step(step, "cancelled", &forwarded);
 			return sbx_error_set(error, SBX_ERROR_CANCELLED,
 					     "step %s stopped; the sandbox stays", step->name);
 		}
@@ -563,7 +625,7 @@ static int run_step(struct step *step, int *exit_status, struct sbx_error *error
 					     "result is unknown",
 					     step->sandbox.namespace, step->sandbox.pod);
 		if (step->deadline != 0 && sbx_monotonic_ms() >= step->deadline) {
-			stop_step(step, "timed out");
+			stop_step(step, "timed out", &forwarded);
 			return sbx_error_set(error, SBX_ERROR_SYSTEM,
 					     "step %s timed out after %" PRId64 " s", step->name,
 					     spec->timeout_seconds);
@@ -579,7 +641,7 @@ static int run_step(struct step *step, int *exit_status, struct sbx_error *error
 			    step->name, forwarded,
 			    rc < 0 ? exec_error.message : "the stream ended without a status");
 		if (wait_or_cancel(spec->cancel_fd, delay_ms) || cancel_fired(spec->cancel_fd)) {
-			stop_step(step, "cancelled");
+			stop_step(step, "cancelled", &forwarded);
 			return sbx_error_set(error, SBX_ERROR_CANCELLED,
 					     "step %s stopped; the sandbox stays", step->name);
 		}

@@ -312,6 +312,59 @@ class AgentSandboxJobTest(ClusterTestCase):
         self.assertIn(pod.encode(), bytes(after_record.stdout))
         self.wait_all_gone(self.sandbox_id(result))
 
+    def config_with_stop_grace(self, seconds):
+        """write_config's file with stop_grace set to SECONDS."""
+        path = self.write_config()
+        with open(path) as stream:
+            text = stream.read()
+        self.assertIn("stop_grace: 1\n", text)
+        with open(path, "w") as stream:
+            stream.write(text.replace("stop_grace: 1\n", "stop_grace: %d\n" % seconds))
+        return path
+
+    def test_cancel_runs_term_trap_to_end(self):
+        """SIGTERM to `sbx gitlab run` gives the whole step stop_grace: the TERM trap runs to
+        its end, its output reaches the job log, and the stored script is removed."""
+        config = self.config_with_stop_grace(5)
+        waiting, waiting_bytes = marker("waiting")
+        trap = ("trap 'echo got-TERM-$((6*7)); sleep 1; echo after-sleep-$((6*7)); exit 143' "
+                "TERM")
+        # Runs in after_script: for the stopped build step, names any stored script left.
+        scripts_left = ("for f in /tmp/sbx/*.stopped; do echo stopped-$((6*7)); "
+                        "for s in \"${f%.stopped}\".*.sh; do "
+                        "[ -e \"$s\" ] && echo \"left-$((6*7)) $s\"; done; done; true")
+        # The marker follows the background sleep, so SIGTERM cannot miss the sleep.
+        job = self.job(script=[trap, "sleep 783 & %s; wait" % waiting],
+                       after_script=[scripts_left])
+        result = self.runner(config).run_job(job, cancel_on_output=waiting_bytes)
+
+        log = bytes(result.log)
+        self.assertEqual(result.status, "canceled", log.decode(errors="replace"))
+        build = next(r for r in result.execs if r.stage == "build_script")
+        after = next(r for r in result.execs if r.stage == "after_script")
+        build_output = bytes(build.stdout)
+        self.assertEqual([name for _, name in build.signals], ["SIGTERM"])
+        # A cancelled stage exits with SYSTEM_FAILURE_EXIT_CODE (2), never a build failure.
+        self.assertEqual(build.returncode, 2, bytes(build.output).decode(errors="replace"))
+        self.assertIsInstance(build.error, SystemFailure)
+        self.assertIn(b"got-TERM-42", build_output)
+        self.assertIn(b"after-sleep-42", build_output)
+        self.assertIn(b"got-TERM-42", log)
+        self.assertIn(b"after-sleep-42", log)
+
+        # The trap sleeps 1 s. The pod's first process never reaps the step's shell, and
+        # its zombie must not hold the stop until the 5 s grace ends.
+        stopped_after = build.exit_time - build.signals[0][0]
+        self.assertGreaterEqual(stopped_after, 1.0)
+        self.assertLess(stopped_after, 4.5)
+
+        self.assertIsNone(after.error, bytes(after.output).decode(errors="replace"))
+        after_output = bytes(after.stdout)
+        self.assertEqual(after_output.count(b"stopped-42"), 1, after_output)
+        self.assertNotIn(b"left-42", after_output)
+        self.assertEqual(sandbox_processes(b"sleep\x00783"), [])
+        self.wait_all_gone(self.sandbox_id(result))
+
     def bound_pod_from(self, record):
         for line in bytes(record.stdout).decode(errors="replace").splitlines():
             if line.startswith("ci-pool-"):

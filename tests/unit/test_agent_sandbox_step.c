@@ -5,7 +5,9 @@
  * stored script (exact length, end line, mode 0600) and the exit status, with stdin left open
  * after the script as on a v4 exec stream. A script cut short, a missing installed wrapper and
  * the bootstrap that installs it, a replaced sandbox, a repeated run, attach with an offset,
- * stop, and a step left running by a killed exec.
+ * and a step left running by a killed exec. Stop gets its own cases: the grace covers the whole
+ * group, the log written after SIGTERM is copied, the stored script is removed, and a stop
+ * before the start keeps the step from starting.
  */
 #include <check.h>
 #include <errno.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +37,8 @@ static char step_dir[PATH_MAX + 16];
 static char wrapper_path[PATH_MAX + 64];
 static char path_env[PATH_MAX + 64];
 static const char *shell_binary;
+/* The stop grace, seconds, that start() passes to the wrapper. */
+static const char *stop_grace = "1";
 
 struct run {
 	pid_t pid;
@@ -88,6 +93,7 @@ static void setup_shell(const char *shell)
 	as_step_wrapper_name(name);
 	snprintf(wrapper_path, sizeof(wrapper_path), "%s/%s", step_dir, name);
 	install_wrapper();
+	stop_grace = "1";
 	if (strcmp(shell, "busybox") == 0) {
 		char command[2 * PATH_MAX + 64];
 
@@ -136,7 +142,7 @@ static struct run start(int bootstrap, const char *mode, const char *step, size_
 	argv[n++] = length_text;
 	argv[n++] = offset_text;
 	argv[n++] = MARKER;
-	argv[n++] = "1";
+	argv[n++] = stop_grace;
 	argv[n] = NULL;
 	ck_assert_int_eq(pipe2(in, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
@@ -488,11 +494,126 @@ START_TEST(stop_ends_group)
 	finish(&stop, 1, &stopped);
 	ck_assert_str_eq(stopped.err, "sbx-step: stopped\n");
 	ck_assert(group_gone(leader));
+	ck_assert_int_eq(count_files(".sh"), 1);
 	/* The runner is in the group too, so no status is written: sbx, which asked for the
 	 * stop, reports the cancel or timeout itself. */
 	finish(&run, 0, &result);
 	ck_assert_msg(strstr(result.err, "sbx-step: lost\n") != NULL, "%s", result.err);
 	ck_assert_msg(strstr(result.out, "started-42\n") != NULL, "%s", result.out);
+	remove_temp_dir();
+}
+END_TEST
+
+static long elapsed_ms(const struct timespec *since)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+/*
+ * The runner, the group's leader, dies of SIGTERM at once, while the step's shell runs its
+ * TERM trap for a second: the grace covers the whole group. This process becomes the
+ * subreaper of the orphaned shell and never reaps it, as a pod's first process may not, so
+ * the ended shell stays a zombie and the stop must not wait for it. Stop also copies the log
+ * from the offset it is given, the trap's output included.
+ */
+START_TEST(stop_grace_covers_group)
+{
+	/* The marker follows the background sleep, so SIGTERM cannot come before the sleep
+	 * exists and miss it (it would then hold the stop for the whole grace). */
+	static const char script[] = "trap 'echo got-TERM; sleep 1; echo after-sleep; exit 143' "
+				     "TERM; sleep 300 & echo started-$((6*7)); wait\n";
+	struct result result, stopped;
+	struct run run, stop;
+	struct timespec started;
+	pid_t leader;
+	long took;
+
+	setup_shell(shells[_i]);
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	stop_grace = "5";
+	run = start(0, "run", "1-k", sizeof(script) - 1, 0);
+	send_input(&run, script, sizeof(script) - 1);
+	send_input(&run, "sbx-end 1-k\n", 12);
+	wait_log("1-k", "started-42\n");
+	leader = step_leader("1-k");
+	ck_assert(step_file_exists("1-k", ".launched"));
+	ck_assert_int_eq(count_files(".sh"), 2);
+
+	clock_gettime(CLOCK_MONOTONIC, &started);
+	/* sbx forwarded "started-42\n" already, so it requests the log from byte 11. */
+	stop = start(0, "stop", "1-k", 0, strlen("started-42\n"));
+	finish(&stop, 1, &stopped);
+	took = elapsed_ms(&started);
+	ck_assert_str_eq(stopped.err, "sbx-step: stopped\n");
+	ck_assert_str_eq(stopped.out, "got-TERM\nafter-sleep\n");
+	ck_assert_int_ge(took, 1000);
+	/* Well under the 5 s grace: the zombie counts as gone. */
+	ck_assert_int_lt(took, 3500);
+	ck_assert(group_gone(leader));
+	ck_assert(step_file_exists("1-k", ".stopped"));
+	ck_assert_int_eq(count_files(".sh"), 1);
+	finish(&run, 0, &result);
+	/* Under CK_FORK=no the tests after this one share the process. */
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+	remove_temp_dir();
+}
+END_TEST
+
+/* A group that ignores SIGTERM gets SIGKILL once the grace has passed. */
+START_TEST(stop_kills_after_grace)
+{
+	static const char script[] = "trap '' TERM; echo started-$((6*7)); sleep 303\n";
+	struct result result, stopped;
+	struct run run, stop;
+	struct timespec started;
+	pid_t leader;
+	long took;
+
+	setup_shell(shells[_i]);
+	stop_grace = "2";
+	run = start(0, "run", "1-l", sizeof(script) - 1, 0);
+	send_input(&run, script, sizeof(script) - 1);
+	send_input(&run, "sbx-end 1-l\n", 12);
+	wait_log("1-l", "started-42\n");
+	leader = step_leader("1-l");
+	clock_gettime(CLOCK_MONOTONIC, &started);
+	stop = start(0, "stop", "1-l", 0, 0);
+	finish(&stop, 1, &stopped);
+	took = elapsed_ms(&started);
+	ck_assert_str_eq(stopped.err, "sbx-step: stopped\n");
+	ck_assert_str_eq(stopped.out, "started-42\n");
+	ck_assert_int_ge(took, 2000);
+	ck_assert_int_lt(took, 4500);
+	ck_assert(group_gone(leader));
+	ck_assert_int_eq(count_files(".sh"), 1);
+	finish(&run, 0, &result);
+	ck_assert_msg(strstr(result.err, "sbx-step: lost\n") != NULL, "%s", result.err);
+	remove_temp_dir();
+}
+END_TEST
+
+/* A stop that arrives before the run started the step (the run exec is still on its way)
+ * keeps the step from ever starting. */
+START_TEST(stop_before_start_prevents_start)
+{
+	char script[PATH_MAX + 64], path[PATH_MAX + 32];
+	struct result result, stopped;
+	struct run stop;
+
+	setup_shell(shells[_i]);
+	stop = start(0, "stop", "1-m", 0, 0);
+	finish(&stop, 1, &stopped);
+	ck_assert_str_eq(stopped.err, "sbx-step: stopped\n");
+	ck_assert(step_file_exists("1-m", ".launched"));
+	snprintf(script, sizeof(script), "echo started > %s/started\n", temp_dir);
+	run_step("1-m", script, &result);
+	ck_assert_msg(strstr(result.err, "sbx-step: lost\n") != NULL, "%s", result.err);
+	snprintf(path, sizeof(path), "%s/started", temp_dir);
+	ck_assert_int_ne(access(path, F_OK), 0);
+	ck_assert_int_eq(count_files(".sh"), 1);
 	remove_temp_dir();
 }
 END_TEST
@@ -519,6 +640,8 @@ START_TEST(leftover_of_killed_exec_stopped)
 	ck_assert_msg(strstr(result.err, "sbx-step: status 0\n") != NULL, "%s", result.err);
 	ck_assert(group_gone(leader));
 	ck_assert(step_file_exists("1-i", ".stopped"));
+	/* Only the installed wrapper is left: the leftover's stored script went with it. */
+	ck_assert_int_eq(count_files(".sh"), 1);
 	remove_temp_dir();
 }
 END_TEST
@@ -552,6 +675,9 @@ static Suite *step_suite(void)
 	tcase_add_loop_test(wrapper, missing_wrapper_reported_then_bootstrapped, 0, count);
 	tcase_add_loop_test(wrapper, replaced_sandbox_reported, 0, count);
 	tcase_add_loop_test(wrapper, stop_ends_group, 0, count);
+	tcase_add_loop_test(wrapper, stop_grace_covers_group, 0, count);
+	tcase_add_loop_test(wrapper, stop_kills_after_grace, 0, count);
+	tcase_add_loop_test(wrapper, stop_before_start_prevents_start, 0, count);
 	tcase_add_loop_test(wrapper, leftover_of_killed_exec_stopped, 0, count);
 	tcase_add_test(wrapper, wrapper_fits_its_here_document);
 	suite_add_tcase(suite, wrapper);

@@ -119,6 +119,26 @@ class ClusterLifecycleTest(unittest.TestCase):
         with open(os.path.join(self.state_dir, "fake-apiserver.log")) as stream:
             self.assertIn("stopped; removed all pods", stream.read())
 
+    def test_shutdown_while_pods_wait_to_start(self):
+        """Pods still queued for a start slot or their volumes do not hold up shutdown."""
+        cluster = FakeCluster(state_dir=self.state_dir).start()
+        prefix = cluster.network["netnsPrefix"]
+        try:
+            for i in range(20):
+                cluster.must("POST", PODS_API % "default", sandbox_pod("queued-%d" % i))
+            # One waits for a ConfigMap that never comes.
+            waiting = sandbox_pod("waits-for-volume")
+            waiting["spec"]["volumes"] = [{"name": "c", "configMap": {"name": "missing"}}]
+            waiting["spec"]["containers"][0]["volumeMounts"] = [
+                {"name": "c", "mountPath": "/etc/missing"}]
+            cluster.must("POST", PODS_API % "default", waiting)
+        finally:
+            started = time.monotonic()
+            code = cluster.stop(timeout=60)
+        self.assertEqual(code, 0, cluster.log_tail())
+        self.assertLess(time.monotonic() - started, 30)
+        self.assertEqual(leftover_netns(prefix), [])
+
     def test_killed_server_pods_die_and_sweep(self):
         cluster = FakeCluster(state_dir=self.state_dir, ready_delay=0.1).start()
         prefix = cluster.network["netnsPrefix"]

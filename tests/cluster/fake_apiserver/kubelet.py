@@ -501,6 +501,9 @@ class Kubelet:
         except Exception:
             log.exception("pod %s/%s: start failed", runtime.namespace, runtime.name)
         finally:
+            # A start cancelled by shutdown while it waited for its volumes or a start slot
+            # never reached runtime.start(), and stop() waits for this event.
+            runtime.start_done.set()
             self.starts.discard(asyncio.current_task())
 
     async def _start(self, runtime):

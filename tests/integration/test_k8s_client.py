@@ -581,6 +581,16 @@ class K8sClientTest(unittest.TestCase):
         self.assertTrue(exec_heads, heads)
         # Basic credentials from the URL's user part: base64("user:secret").
         self.assertIn("Proxy-Authorization: Basic dXNlcjpzZWNyZXQ=\r\n", exec_heads[-1])
+        # The debug log of REST and exec through the proxy names no proxy credential.
+        self.server.objects[CM + "/proxied"] = {"metadata": {"name": "proxied"}}
+        for args in (("--debug", "get", CM + "/proxied"),
+                     ("--debug", "exec", "ns", "pod", "--", "true")):
+            heads.clear()
+            result = self.tool(*args, kubeconfig=path)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertTrue(any(h.startswith("CONNECT ") for h in heads), heads)
+            self.assertNotIn(b"secret", result.stderr)
+            self.assertNotIn(b"dXNlcjpzZWNyZXQ=", result.stderr)
 
         config["clusters"][0]["cluster"]["proxy-url"] = "socks5://127.0.0.1:1080"
         with open(path, "w") as f:

@@ -243,7 +243,7 @@ static size_t read_header(char *line, size_t size, size_t count, void *userdata)
 	return length;
 }
 
-/* Logs the request headers libcurl sends, with the Authorization value redacted. */
+/* Logs the request headers libcurl sends, with the credentials redacted. */
 static int debug_headers(CURL *handle, curl_infotype type, char *data, size_t size,
 			 void *userdata)
 {
@@ -259,6 +259,9 @@ static int debug_headers(CURL *handle, curl_infotype type, char *data, size_t si
 			line--;
 		if (line > 14 && strncasecmp(p, "Authorization:", 14) == 0)
 			sbx_debug("k8s: > Authorization: <redacted>");
+		/* The proxy's credentials, from proxy-url's user part, in a CONNECT request. */
+		else if (line > 20 && strncasecmp(p, "Proxy-Authorization:", 20) == 0)
+			sbx_debug("k8s: > Proxy-Authorization: <redacted>");
 		else if (line > 0)
 			sbx_debug("k8s: > %.*s", (int) line, p);
 		p = eol != NULL ? eol + 1 : end;

@@ -599,6 +599,45 @@ class K8sClientTest(unittest.TestCase):
         self.assertEqual(completed.returncode, 1)
         self.assertIn("only http:// proxies", summary["error"])
 
+    def test_proxy_refusing_the_tunnel_is_not_retried(self):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        self.addCleanup(listener.close)
+        tunnels = []
+
+        def refuse():
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = client.recv(1)
+                    if not data:
+                        break
+                    head += data
+                tunnels.append(head)
+                client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                               b"Proxy-Authenticate: Basic realm=\"p\"\r\n"
+                               b"Content-Length: 0\r\n\r\n")
+                client.close()
+
+        threading.Thread(target=refuse, daemon=True).start()
+        path = self.server.kubeconfig("refusing-proxy", host="127.0.0.1",
+                                      tls_server_name="kubernetes.test")
+        with open(path) as f:
+            config = json.load(f)
+        config["clusters"][0]["cluster"]["proxy-url"] = (
+            "http://127.0.0.1:%d" % listener.getsockname()[1])
+        with open(path, "w") as f:
+            json.dump(config, f)
+        result = self.tool("get", CM + "/any", kubeconfig=path)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"the proxy answered HTTP 407 to CONNECT; check proxy-url", result.stderr)
+        self.assertEqual(len(tunnels), 1, tunnels)
+
     def test_exec_tls_server_name_client_cert_and_insecure(self):
         named = self.server.kubeconfig("exec-named", host="127.0.0.1",
                                        tls_server_name="kubernetes.test",

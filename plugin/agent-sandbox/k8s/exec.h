@@ -10,7 +10,8 @@
  * all. Three modes:
  *  - K8S_EXEC_STDIN_NONE: no stdin (the command reads EOF).
  *  - K8S_EXEC_STDIN_STREAM: send the source until EOF, then close stdin. Needs v5: on a v4
- *    connection the call fails before sending anything.
+ *    connection the call fails before it sends any stdin, but the server has started the
+ *    command at the upgrade, and it runs on with a stdin that never ends.
  *  - K8S_EXEC_STDIN_COUNTED: the length is known in advance; the command runs as
  *    `sh -c 'head -c N | "$@"' sh ARGV...`, so the remote side stops reading after exactly N
  *    bytes and the command reads EOF on both protocols (on v5 [255, 0] follows as well). The

@@ -506,6 +506,21 @@ static int perform_once(struct k8s_client *client, struct transfer *transfer,
 				 transfer->curl_error[0] != '\0' ? transfer->curl_error
 								 : k8s_curl.easy_strerror(code));
 		*retryable = curl_code_retryable(code);
+		if (client->config->proxy_url != NULL) {
+			long connect_code = 0;
+
+			/* A proxy that refuses the tunnel (407 for credentials, 403 by policy)
+			 * answers the same on every retry. */
+			k8s_curl.easy_getinfo(transfer->handle, CURLINFO_HTTP_CONNECTCODE,
+					      &connect_code);
+			if (connect_code == 403 || connect_code == 407) {
+				*retryable = 0;
+				snprintf(status->message, sizeof(status->message),
+					 "the proxy answered HTTP %ld to CONNECT; check proxy-url "
+					 "and its credentials",
+					 connect_code);
+			}
+		}
 		sbx_debug("k8s: %s %s -> %s (%" PRId64 " ms)", request->method, url,
 			  status->message, sbx_monotonic_ms() - start);
 		/* A stream that had started is ended by the server or the network, not failed

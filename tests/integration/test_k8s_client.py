@@ -645,6 +645,9 @@ class K8sClientTest(unittest.TestCase):
         completed, summary = self.exec_tool("echo", "named", kubeconfig=named)
         self.assertEqual(completed.returncode, 0, completed.stderr)
         self.assertEqual(completed.stdout, b"named\n")
+        # tls-server-name is for SNI and verification; Host names the server, as in REST.
+        self.assertTrue(self.server.exec_requests[-1]["headers"]["Host"].startswith(
+            "127.0.0.1:"), self.server.exec_requests[-1]["headers"])
         self.assertNotIn("Authorization", self.server.exec_requests[-1]["headers"])
 
         by_address = self.server.kubeconfig("exec-address", host="127.0.0.1")

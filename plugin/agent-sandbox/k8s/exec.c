@@ -541,11 +541,13 @@ static void run_loop(struct exec_session *session)
 
 /* ---- the upgrade ---- */
 
-/* Formats the Host header value: the TLS name or the host, bracketed for IPv6, and the port. */
+/*
+ * Formats the Host header value: the server's host, bracketed for IPv6, and the port.
+ * tls-server-name is only the name for SNI and verification, as in kubectl and in REST.
+ */
 static char *host_header(const struct k8s_config *config)
 {
-	const char *name = config->tls_server_name != NULL ? config->tls_server_name
-							   : config->server.host;
+	const char *name = config->server.host;
 	char *text = NULL;
 
 	if (asprintf(&text, strchr(name, ':') != NULL ? "[%s]:%d" : "%s:%d", name,

@@ -26,7 +26,15 @@ async def run(*argv, input_data=None, check=True):
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = await process.communicate(input_data)
+    try:
+        out, err = await process.communicate(input_data)
+    except asyncio.CancelledError:
+        # A cancelled caller (shutdown) must not leave the command to finish later, say
+        # an `ip netns add` after teardown has listed what to delete.
+        if process.returncode is None:
+            process.kill()
+        await asyncio.shield(process.wait())
+        raise
     if check and process.returncode != 0:
         raise CommandError("%s failed with exit code %d: %s"
                            % (" ".join(argv), process.returncode, err.decode().strip()))
@@ -156,6 +164,11 @@ class Network:
     def teardown(self):
         for netns in reversed(list(self.created)):
             run_sync("ip", "netns", "delete", netns, check=False)
+        # A pod start cancelled by shutdown may have made its namespace without recording
+        # it; every namespace of this server carries its prefix.
+        for netns in list_netns():
+            if netns.startswith(self.prefix + "-"):
+                run_sync("ip", "netns", "delete", netns, check=False)
         self.created = []
         self.ready = False
 

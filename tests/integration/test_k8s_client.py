@@ -592,12 +592,16 @@ class K8sClientTest(unittest.TestCase):
             self.assertNotIn(b"secret", result.stderr)
             self.assertNotIn(b"dXNlcjpzZWNyZXQ=", result.stderr)
 
-        config["clusters"][0]["cluster"]["proxy-url"] = "socks5://127.0.0.1:1080"
+        # Another scheme fails when the kubeconfig loads, for REST as for exec, and the
+        # message does not repeat the URL's password.
+        config["clusters"][0]["cluster"]["proxy-url"] = "socks5://user:pw-secret@127.0.0.1:1080"
         with open(path, "w") as f:
             json.dump(config, f)
-        completed, summary = self.exec_tool("true", kubeconfig=path)
-        self.assertEqual(completed.returncode, 1)
-        self.assertIn("only http:// proxies", summary["error"])
+        for args in (("get", CM + "/proxied"), ("exec", "ns", "pod", "--", "true")):
+            result = self.tool(*args, kubeconfig=path)
+            self.assertEqual(result.returncode, 1)
+            self.assertIn(b'proxy-url": scheme "socks5" is not supported', result.stderr)
+            self.assertNotIn(b"pw-secret", result.stderr)
 
     def test_proxy_refusing_the_tunnel_is_not_retried(self):
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

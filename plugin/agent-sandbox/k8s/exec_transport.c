@@ -165,7 +165,9 @@ static int parse_proxy(const char *url, struct proxy *proxy, struct sbx_error *e
 	memset(proxy, 0, sizeof(*proxy));
 	if (strncmp(url, "http://", 7) != 0)
 		return sbx_error_set(error, SBX_ERROR_INVALID,
-				     "proxy-url \"%s\": exec supports only http:// proxies", url);
+				     "proxy-url: scheme \"%.*s\": exec supports only http:// "
+				     "proxies",
+				     (int) strcspn(url, ":/"), url);
 	authority = url + 7;
 	end = authority + strcspn(authority, "/?#");
 	at = memrchr(authority, '@', (size_t) (end - authority));

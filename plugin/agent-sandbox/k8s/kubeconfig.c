@@ -600,6 +600,15 @@ static int load_cluster(struct k8s_config *config, struct json_object *entry,
 			    where);
 	config->tls_server_name = sbx_strdup_or_null(get_string(cluster, "tls-server-name"));
 	config->proxy_url = sbx_strdup_or_null(get_string(cluster, "proxy-url"));
+	/* Every job step is a pod exec, which tunnels through HTTP CONNECT only, so another
+	 * scheme fails here rather than after the REST calls of prepare. The URL may hold a
+	 * password, so the message names only its scheme. */
+	if (config->proxy_url != NULL && strncmp(config->proxy_url, "http://", 7) != 0)
+		return sbx_error_set(error, SBX_ERROR_INVALID,
+				     "%s: key \"proxy-url\": scheme \"%.*s\" is not supported; "
+				     "sbx reaches the API server through http:// proxies (HTTP "
+				     "CONNECT)",
+				     where, (int) strcspn(config->proxy_url, ":/"), config->proxy_url);
 	return 0;
 }
 

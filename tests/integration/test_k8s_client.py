@@ -520,12 +520,42 @@ class K8sClientTest(unittest.TestCase):
         self.assertEqual(completed.returncode, 0, completed.stderr)
         self.assertEqual(completed.stdout, b"ok\n")
 
-    def test_exec_through_http_proxy(self):
-        # A CONNECT proxy on loopback that records each request head and relays bytes.
+    def start_proxy(self, handle):
+        """A proxy on loopback that reads each request head and calls handle(client, head);
+        returns its port."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
-        listener.listen(4)
+        listener.listen(8)
         self.addCleanup(listener.close)
+
+        def serve():
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = client.recv(1)
+                    if not data:
+                        break
+                    head += data
+                handle(client, head)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return listener.getsockname()[1]
+
+    def kubeconfig_with_proxy(self, name, proxy_url):
+        path = self.server.kubeconfig(name, host="127.0.0.1", tls_server_name="kubernetes.test")
+        with open(path) as f:
+            config = json.load(f)
+        config["clusters"][0]["cluster"]["proxy-url"] = proxy_url
+        with open(path, "w") as f:
+            json.dump(config, f)
+        return path
+
+    def test_exec_through_http_proxy(self):
+        # A CONNECT proxy that records each request head and relays bytes.
         heads = []
 
         def relay(source, destination):
@@ -544,36 +574,16 @@ class K8sClientTest(unittest.TestCase):
                     except OSError:
                         pass
 
-        def serve():
-            while True:
-                try:
-                    client, _ = listener.accept()
-                except OSError:
-                    return
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    data = client.recv(1)
-                    if not data:
-                        break
-                    head += data
-                heads.append(head.decode())
-                target = head.split()[1].decode()
-                host, port = target.rsplit(":", 1)
-                upstream = socket.create_connection((host, int(port)))
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
-                threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
+        def tunnel(client, head):
+            heads.append(head.decode())
+            host, port = head.split()[1].decode().rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
 
-        threading.Thread(target=serve, daemon=True).start()
-        path = self.server.kubeconfig("exec-proxy", host="127.0.0.1",
-                                      tls_server_name="kubernetes.test")
-        with open(path) as f:
-            config = json.load(f)
-        config["clusters"][0]["cluster"]["proxy-url"] = (
-            "http://user:secret@127.0.0.1:%d" % listener.getsockname()[1])
-        with open(path, "w") as f:
-            json.dump(config, f)
-
+        port = self.start_proxy(tunnel)
+        path = self.kubeconfig_with_proxy("exec-proxy", "http://user:secret@127.0.0.1:%d" % port)
         completed, summary = self.exec_tool("echo", "proxied", kubeconfig=path)
         self.assertEqual(completed.returncode, 0, completed.stderr)
         self.assertEqual(completed.stdout, b"proxied\n")
@@ -594,9 +604,7 @@ class K8sClientTest(unittest.TestCase):
 
         # Another scheme fails when the kubeconfig loads, for REST as for exec, and the
         # message does not repeat the URL's password.
-        config["clusters"][0]["cluster"]["proxy-url"] = "socks5://user:pw-secret@127.0.0.1:1080"
-        with open(path, "w") as f:
-            json.dump(config, f)
+        path = self.kubeconfig_with_proxy("socks-proxy", "socks5://user:pw-secret@127.0.0.1:1080")
         for args in (("get", CM + "/proxied"), ("exec", "ns", "pod", "--", "true")):
             result = self.tool(*args, kubeconfig=path)
             self.assertEqual(result.returncode, 1)
@@ -604,39 +612,17 @@ class K8sClientTest(unittest.TestCase):
             self.assertNotIn(b"pw-secret", result.stderr)
 
     def test_proxy_refusing_the_tunnel_is_not_retried(self):
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        self.addCleanup(listener.close)
         tunnels = []
 
-        def refuse():
-            while True:
-                try:
-                    client, _ = listener.accept()
-                except OSError:
-                    return
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    data = client.recv(1)
-                    if not data:
-                        break
-                    head += data
-                tunnels.append(head)
-                client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                               b"Proxy-Authenticate: Basic realm=\"p\"\r\n"
-                               b"Content-Length: 0\r\n\r\n")
-                client.close()
+        def refuse(client, head):
+            tunnels.append(head)
+            client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                           b"Proxy-Authenticate: Basic realm=\"p\"\r\n"
+                           b"Content-Length: 0\r\n\r\n")
+            client.close()
 
-        threading.Thread(target=refuse, daemon=True).start()
-        path = self.server.kubeconfig("refusing-proxy", host="127.0.0.1",
-                                      tls_server_name="kubernetes.test")
-        with open(path) as f:
-            config = json.load(f)
-        config["clusters"][0]["cluster"]["proxy-url"] = (
-            "http://127.0.0.1:%d" % listener.getsockname()[1])
-        with open(path, "w") as f:
-            json.dump(config, f)
+        port = self.start_proxy(refuse)
+        path = self.kubeconfig_with_proxy("refusing-proxy", "http://127.0.0.1:%d" % port)
         result = self.tool("get", CM + "/any", kubeconfig=path)
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"the proxy answered HTTP 407 to CONNECT; check proxy-url", result.stderr)

@@ -154,15 +154,15 @@ int as_netpol_create(struct sbx_executor *executor, struct as_sandbox *sandbox,
  */
 int as_netpol_adopt(struct sbx_executor *executor, struct as_sandbox *sandbox,
 		    struct sbx_error *error);
-/* Sets *REFUSED when it fails because a policy selects the pod, not because of the API. */
+/* Sets *REJECTED when it fails because a policy selects the pod, not because of the API. */
 int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbox *sandbox,
-			   struct json_object *pod, const struct as_egress *egress, int *refused,
+			   struct json_object *pod, const struct as_egress *egress, int *rejected,
 			   struct sbx_error *error);
 
-/* refusal.c: a policy refusal that the next attempts of the same JOB would meet again. */
-int as_refusal_check(struct sbx_executor *executor, const char *pool, const char *job,
+/* rejection.c: a policy rejection that the next attempts of the same JOB would meet again. */
+int as_rejection_check(struct sbx_executor *executor, const char *pool, const char *job,
 		     struct sbx_error *error);
-void as_refusal_remember(struct sbx_executor *executor, const char *pool, const char *job,
+void as_rejection_remember(struct sbx_executor *executor, const char *pool, const char *job,
 			 const char *message);
 /* Returns 1 when SELECTOR (a LabelSelector) selects LABELS, 0 otherwise. */
 int as_selector_matches(struct json_object *selector, struct json_object *labels);

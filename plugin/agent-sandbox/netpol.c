@@ -471,9 +471,9 @@ static int accepted(const struct sbx_string_list *names, const char *name)
 
 /*
  * A SandboxTemplate with networkPolicyManagement Managed makes one policy for all its pods, and
- * policies add up: egress it allows would widen every job's allow-list. So only a template
+ * policies add up, so egress it allows would widen every job's allow-list. Only a template
  * that leaves the policy to sbx (Unmanaged, no policy) or whose policy allows no egress is
- * used; agent_sandbox.accepted_policies cannot accept its policy. Checking the policy in
+ * used, and agent_sandbox.accepted_policies cannot accept its policy. Checking the policy in
  * force rather than the template also catches a template changed after its pool's sandboxes
  * were made.
  * Returns 1 with ERROR filled for such a policy.
@@ -511,7 +511,7 @@ static int template_policy_allows_egress(struct sbx_executor *executor, struct j
 }
 
 int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbox *sandbox,
-			   struct json_object *pod, const struct as_egress *egress, int *refused,
+			   struct json_object *pod, const struct as_egress *egress, int *rejected,
 			   struct sbx_error *error)
 {
 	const struct sbx_agent_sandbox_config *settings = &executor->config->agent_sandbox;
@@ -538,7 +538,7 @@ int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbo
 			continue;
 		if (template_policy_allows_egress(executor, policy, sandbox, error)) {
 			json_object_put(list);
-			*refused = 1;
+			*rejected = 1;
 			return -1;
 		}
 		if (as_netpol_within(policy, egress, settings->dns.allow, reason, sizeof(reason)))
@@ -556,7 +556,7 @@ int as_netpol_check_others(struct sbx_executor *executor, const struct as_sandbo
 			      "agent_sandbox.accepted_policies to accept it",
 			      sandbox->namespace, name, sandbox->pod, reason);
 		json_object_put(list);
-		*refused = 1;
+		*rejected = 1;
 		return -1;
 	}
 	json_object_put(list);

@@ -217,7 +217,7 @@ int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	const char *image = SBX_HAS_FIELD(spec, struct sbx_job_spec, image) ? spec->image : NULL;
 	const char *pool = NULL, *launch;
 	int64_t started = sbx_monotonic_ms(), ready_ms = 0;
-	int lock_fd, warm = 0, refused = 0;
+	int lock_fd, warm = 0, rejected = 0;
 
 	if (check_spec(spec, error) < 0)
 		return -1;
@@ -228,7 +228,7 @@ int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 
 	if (as_select_pool(executor->config, image, &pool, error) < 0 ||
 	    (pool != NULL &&
-	     as_refusal_check(executor, pool, spec->owner != NULL ? spec->owner->job : NULL,
+	     as_rejection_check(executor, pool, spec->owner != NULL ? spec->owner->job : NULL,
 			      error) < 0) ||
 	    as_connect(executor, error) < 0 || build_egress(&prepare, error) < 0) {
 		prepare_clear(&prepare);
@@ -265,10 +265,10 @@ int as_prepare(struct sbx_executor *executor, const struct sbx_job_spec *spec,
 	sbx_info("sandbox %s ready in %" PRId64 " ms (%s): Sandbox %s, pod %s, container %s",
 		 spec->id, ready_ms, launch,
 		 sandbox->sandbox, sandbox->pod, sandbox->container);
-	if (as_netpol_check_others(executor, sandbox, prepare.pod, &prepare.egress, &refused,
+	if (as_netpol_check_others(executor, sandbox, prepare.pod, &prepare.egress, &rejected,
 				   error) < 0) {
-		if (refused && !sandbox->direct)
-			as_refusal_remember(executor, sandbox->pool, prepare.entry.owner_job,
+		if (rejected && !sandbox->direct)
+			as_rejection_remember(executor, sandbox->pool, prepare.entry.owner_job,
 					    error->message);
 		goto fail;
 	}

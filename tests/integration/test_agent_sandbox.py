@@ -223,10 +223,10 @@ class AgentSandboxJobTest(ClusterTestCase):
         stages = len([r for r in result.execs if r.kind == "run"])
         self.assertEqual(stages, 6)
         counts = self.runner_requests()
-        # A warm hit with a per-job NetworkPolicy and PDB: the claim, its watch and the bound
-        # pod, the job's policy and PDB, the check of the other policies (the template's
-        # among them), one exec that sets the pod up and probes egress, one exec per stage,
-        # and the claim's deletion.
+        # A warm hit with a per-job NetworkPolicy and PDB makes these requests. Prepare: the
+        # claim, its watch, the bound pod, the job's policy and PDB, and the list of the other
+        # policies (the template's among them). Then one exec that sets the pod up and probes
+        # egress, one exec per stage, and the claim's deletion.
         self.assertEqual(counts, {
             "create sandboxclaims": 1, "watch sandboxclaims": 1,
             "get pods": 1, "create networkpolicies": 1, "create poddisruptionbudgets": 1,
@@ -600,6 +600,7 @@ class AgentSandboxJobTest(ClusterTestCase):
         step wrapper and a job with `shell: sh`, exit code included."""
         if shutil.which("busybox") is None:
             self.skipTest("busybox is not installed (apt-get install busybox)")
+
         body = template("busybox")
         container = body["spec"]["podTemplate"]["spec"]["containers"][0]
         container["command"] = ["sh", "-c", POD_COMMAND.replace(
@@ -609,6 +610,7 @@ class AgentSandboxJobTest(ClusterTestCase):
         # runs come from /tmp/bb first.
         container["env"] = [{"name": "PATH", "value": "/tmp/bb:/usr/local/sbin:"
                              "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}]
+
         templates = EXTENSIONS_API % (NS, "sandboxtemplates")
         pools = EXTENSIONS_API % (NS, "sandboxwarmpools")
         self.cluster.must("POST", templates, body)
@@ -617,11 +619,13 @@ class AgentSandboxJobTest(ClusterTestCase):
         self.addCleanup(self.cluster.api, "DELETE", "%s/busybox-pool" % pools)
         config = self.write_config(extra="shell: sh\n",
                                    pools="    \"busybox/*\": busybox-pool\n")
+
         shells, shells_bytes = marker("shells")
         job = self.job(image="busybox/app:1", script=[
             "echo \"$(readlink /proc/$$/exe) $(readlink /proc/$PPID/exe)\"",
             shells, "exit 6"])
         result = self.runner(config).run_job(job)
+
         log = bytes(result.log)
         self.assertEqual(result.status, "failed", log.decode(errors="replace"))
         self.assertEqual(result.exit_code, 6)
@@ -816,7 +820,7 @@ class AgentSandboxRefusalTest(ClusterTestCase):
         self.wait_all_gone(self.sandbox_id(result))
         # The runner's retries of the prepare meet the same policy: only the first claims.
         self.assertEqual(len(result.attempts), 3, log)
-        self.assertIn("an earlier attempt of job %d was refused" % result.attempts[0].job.id,
+        self.assertIn("an earlier attempt of job %d was rejected" % result.attempts[0].job.id,
                       log)
         self.assertEqual(self.cluster.request_counts().get("create sandboxclaims"), 1, log)
         # Another job checks again.

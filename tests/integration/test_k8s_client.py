@@ -611,17 +611,17 @@ class K8sClientTest(unittest.TestCase):
             self.assertIn(b'proxy-url": scheme "socks5" is not supported', result.stderr)
             self.assertNotIn(b"pw-secret", result.stderr)
 
-    def test_proxy_refusing_the_tunnel_is_not_retried(self):
+    def test_proxy_407_not_retried(self):
         tunnels = []
 
-        def refuse(client, head):
+        def reject_tunnel(client, head):
             tunnels.append(head)
             client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
                            b"Proxy-Authenticate: Basic realm=\"p\"\r\n"
                            b"Content-Length: 0\r\n\r\n")
             client.close()
 
-        port = self.start_proxy(refuse)
+        port = self.start_proxy(reject_tunnel)
         path = self.kubeconfig_with_proxy("refusing-proxy", "http://127.0.0.1:%d" % port)
         result = self.tool("get", CM + "/any", kubeconfig=path)
         self.assertEqual(result.returncode, 1)

@@ -492,7 +492,13 @@ START_TEST(test_encoder_round_trip)
 	for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
 		int opcode = -1;
 		size_t length = k8s_ws_encode_frame(frame, K8S_WS_BINARY, payload, sizes[s]);
-		size_t header = sizes[s] < 126 ? 6 : sizes[s] <= 65535 ? 8 : 14;
+		/* 2 bytes, the extended length (0, 2 or 8 bytes) and the 4-byte mask. */
+		size_t header = 6;
+
+		if (sizes[s] > 65535)
+			header = 14;
+		else if (sizes[s] >= 126)
+			header = 8;
 
 		ck_assert_uint_eq(length, header + sizes[s]);
 		ck_assert_uint_eq(decode_client_frame(frame, length, &opcode, decoded), sizes[s]);

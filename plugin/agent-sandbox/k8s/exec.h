@@ -17,12 +17,12 @@
  *    bytes and the command reads EOF on both protocols (on v5 [255, 0] follows as well). The
  *    image needs sh and head (coreutils or busybox).
  *  - K8S_EXEC_STDIN_EXACT: the length is known in advance and the command itself stops
- *    reading after exactly N bytes, so no wrapper is added: v5 closes stdin after N bytes,
- *    while on v4 stdin stays open and a command that reads more waits forever.
+ *    reading after exactly N bytes, so no wrapper is added. v5 closes stdin after N bytes.
+ *    On v4 stdin stays open, so a command that reads more waits forever.
  *
  * Flow control: stdin is read from its descriptor only when the previous chunk has been
- * framed for sending; output waits in a bounded queue, and reading from the socket stops when
- * the queue is half full and resumes at a quarter.
+ * framed for sending. Output waits in a bounded queue. Reading from the socket stops when
+ * the queue is half full and resumes when it is a quarter full.
  */
 #ifndef SBX_K8S_EXEC_H
 #define SBX_K8S_EXEC_H

@@ -26,9 +26,9 @@ struct k8s_output_chunk {
 };
 
 /*
- * Written chunks are kept for reuse, up to the queue's MAX bytes in all: output arrives one
+ * Written chunks are kept for reuse, up to the queue's MAX bytes in all. Output arrives one
  * TLS record (up to 16 KiB) at a time, and a malloc() and free() for each made the heap grow
- * and shrink, a page fault for every new page.
+ * and shrink, with a page fault for every new page.
  */
 #define CHUNK_CAPACITY_MIN (20u << 10)
 
@@ -225,8 +225,8 @@ int k8s_output_queue_push(struct k8s_output_queue *queue, int channel, const voi
 	if (queue->queued > queue->peak)
 		queue->peak = queue->queued;
 	/* The event loop calls k8s_output_queue_flush() before it waits, so one wake-up of the
-	 * writer covers every piece of a turn; waking it for each TLS record (16 KiB) cost a
-	 * context switch each. Past a quarter of MAX the writer starts at once. */
+	 * writer covers every piece of a turn. Waking it for each TLS record (16 KiB) cost a
+	 * context switch per record. Past a quarter of MAX the writer starts at once. */
 	if (queue->writer_waiting && queue->queued >= queue->max / 4)
 		pthread_cond_broadcast(&queue->changed);
 	pthread_mutex_unlock(&queue->lock);

@@ -509,8 +509,8 @@ static int perform_once(struct k8s_client *client, struct transfer *transfer,
 		if (client->config->proxy_url != NULL) {
 			long connect_code = 0;
 
-			/* A proxy that refuses the tunnel (407 for credentials, 403 by policy)
-			 * answers the same on every retry. */
+			/* A proxy that rejects the tunnel (407 for credentials, 403 by policy)
+			 * returns the same status on every retry. */
 			k8s_curl.easy_getinfo(transfer->handle, CURLINFO_HTTP_CONNECTCODE,
 					      &connect_code);
 			if (connect_code == 403 || connect_code == 407) {

@@ -383,7 +383,12 @@ static int check_first_bytes(struct k8s_ws_parser *parser, struct sbx_error *err
 	default:
 		return protocol_error(error, "a frame with an unknown opcode");
 	}
-	parser->header_need = 2 + (length7 == 126 ? 2 : length7 == 127 ? 8 : 0);
+	/* The 7-bit length 126 announces a 16-bit length, 127 a 64-bit one. */
+	parser->header_need = 2;
+	if (length7 == 126)
+		parser->header_need += 2;
+	else if (length7 == 127)
+		parser->header_need += 8;
 	return 0;
 }
 

@@ -73,9 +73,9 @@ void k8s_ws_response_init(struct k8s_ws_response *response);
 void k8s_ws_response_clear(struct k8s_ws_response *response);
 
 /*
- * Feeds bytes of the server's response. Sets *CONSUMED to the bytes that belong to the head;
- * whatever follows them is the first data after the head (frames, or the body of a refused
- * upgrade). Returns 0, or -1 for a malformed or oversized head.
+ * Feeds bytes of the server's response and sets *CONSUMED to the bytes that belong to the
+ * head. The bytes after them are the first data after the head: frames, or the body of a
+ * rejected upgrade. Returns 0, or -1 for a malformed or oversized head.
  */
 int k8s_ws_response_feed(struct k8s_ws_response *response, const void *data, size_t length,
 			 size_t *consumed, struct sbx_error *error);
@@ -121,10 +121,11 @@ void k8s_ws_parser_init(struct k8s_ws_parser *parser, k8s_ws_data_fn on_data,
 			k8s_ws_control_fn on_control, void *userdata);
 
 /*
- * Feeds received bytes, with any chunk boundaries. Returns 0, or -1 for a protocol error
- * (reserved bits, a masked server frame, an unknown opcode, a long or fragmented control
- * frame, a continuation without a message, a new message inside one, data after close) or
- * when a callback returned -1 (the error then states only that receiving stopped).
+ * Feeds received bytes, split at any boundaries. Returns 0, or -1 for a protocol error or
+ * when a callback returned -1. Protocol errors: reserved bits, a masked server frame, an
+ * unknown opcode, a long or fragmented control frame, a continuation without a message, a new
+ * message inside one, and data after close. After a callback's -1 the error only states that
+ * receiving stopped.
  */
 int k8s_ws_parser_feed(struct k8s_ws_parser *parser, const void *data, size_t length,
 		       struct sbx_error *error);

@@ -106,6 +106,17 @@ class ClusterTestCase(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.work, True)
         self.cluster.clear_faults()
 
+    def add_pool(self, template_body, pool, replicas):
+        """Create TEMPLATE_BODY and a warm pool POOL of REPLICAS from it; both are deleted
+        after the test."""
+        templates = EXTENSIONS_API % (NS, "sandboxtemplates")
+        pools = EXTENSIONS_API % (NS, "sandboxwarmpools")
+        name = template_body["metadata"]["name"]
+        self.cluster.must("POST", templates, template_body)
+        self.addCleanup(self.cluster.api, "DELETE", "%s/%s" % (templates, name))
+        self.cluster.must("POST", pools, warm_pool(pool, name, replicas))
+        self.addCleanup(self.cluster.api, "DELETE", "%s/%s" % (pools, pool))
+
     def write_config(self, extra="", identity="runner", probe_timeout=10, margin=3600,
                      pools=""):
         path = os.path.join(self.work, "sbx.yaml")
@@ -236,13 +247,8 @@ class AgentSandboxJobTest(ClusterTestCase):
 
     def test_template_made_managed_after_pool_filled_refused(self):
         """The policy a managed template makes is checked where it is in force: on the pod."""
-        switched = template("switched")
         templates = EXTENSIONS_API % (NS, "sandboxtemplates")
-        pools = EXTENSIONS_API % (NS, "sandboxwarmpools")
-        self.cluster.must("POST", templates, switched)
-        self.addCleanup(self.cluster.api, "DELETE", templates + "/switched")
-        self.cluster.must("POST", pools, warm_pool("switched-pool", "switched", 1))
-        self.addCleanup(self.cluster.api, "DELETE", pools + "/switched-pool")
+        self.add_pool(template("switched"), "switched-pool", 1)
         config = self.write_config(pools="    \"switched/*\": switched-pool\n")
         result = self.runner(config).run_job(self.job(image="switched/app:1",
                                                       script=["echo ok"]))
@@ -611,12 +617,7 @@ class AgentSandboxJobTest(ClusterTestCase):
         container["env"] = [{"name": "PATH", "value": "/tmp/bb:/usr/local/sbin:"
                              "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}]
 
-        templates = EXTENSIONS_API % (NS, "sandboxtemplates")
-        pools = EXTENSIONS_API % (NS, "sandboxwarmpools")
-        self.cluster.must("POST", templates, body)
-        self.addCleanup(self.cluster.api, "DELETE", "%s/busybox" % templates)
-        self.cluster.must("POST", pools, warm_pool("busybox-pool", "busybox", 1))
-        self.addCleanup(self.cluster.api, "DELETE", "%s/busybox-pool" % pools)
+        self.add_pool(body, "busybox-pool", 1)
         config = self.write_config(extra="shell: sh\n",
                                    pools="    \"busybox/*\": busybox-pool\n")
 
@@ -723,14 +724,9 @@ class AgentSandboxParallelTest(ClusterTestCase):
         # Pods that stop at once, so the pool's 50 pods are gone before the next test.
         body = template("parallel")
         body["spec"]["podTemplate"]["spec"]["terminationGracePeriodSeconds"] = 0
-        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxtemplates"), body)
-        self.addCleanup(self.cluster.api, "DELETE", "%s/parallel" % EXTENSIONS_API % (
-            NS, "sandboxtemplates"))
-        self.cluster.must("POST", EXTENSIONS_API % (NS, "sandboxwarmpools"),
-                          warm_pool("parallel-pool", "parallel", count))
+        # Cleanups run last first: the pool and template go, then their pods are awaited.
         self.addCleanup(self.wait_pool_pods_gone)
-        self.addCleanup(self.cluster.api, "DELETE", "%s/parallel-pool" % EXTENSIONS_API % (
-            NS, "sandboxwarmpools"))
+        self.add_pool(body, "parallel-pool", count)
         self.cluster.wait_for(lambda: self.cluster.must("GET", "%s/parallel-pool" % (
             EXTENSIONS_API % (NS, "sandboxwarmpools"))).get("status", {}).get(
                 "readyReplicas") == count, 180, message="%d warm sandboxes" % count)
